@@ -1,0 +1,214 @@
+"""MLflow tracking: the only module of the suite that imports mlflow.
+
+With no tracking URI given, MLflow's own default applies (``sqlite:///mlflow.db`` in the working
+folder, artifacts under ``./mlruns``), so ``mlflow ui`` started in the same folder with no flags
+shows every run. ``--tracking-uri`` or ``MLFLOW_TRACKING_URI`` selects another store or a server.
+
+Metrics are sent through ``MlflowClient.log_batch``. A non-finite value is never sent as a number:
+it becomes a tag ``nonfinite.<key>`` saying which value it was and at which step.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import torch
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+
+log = logging.getLogger(__name__)
+
+FINISHED, FAILED, KILLED = "FINISHED", "FAILED", "KILLED"
+MAX_BATCH = 1000  # MLflow's log_batch limit on metrics per request
+PARENT_TAG = "mlflow.parentRunId"  # MLflow's own tag for nested runs
+
+
+def tracking_uri(uri: str | None = None) -> str:
+    """Return the tracking URI in use: ``uri``, else MLFLOW_TRACKING_URI, else MLflow's default."""
+    return uri or mlflow.get_tracking_uri()
+
+
+def code_revision() -> str:
+    """Return the git commit of the suite's source tree, with ``+dirty`` when it has edits."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root, capture_output=True, text=True, timeout=10, check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return commit + ("+dirty" if status else "")
+
+
+class Run:
+    """One MLflow run that a training run or a study writes to.
+
+    Create it with ``Run.start`` (a new run) or ``Run.reopen`` (resume an existing one).
+    """
+
+    def __init__(self, client: MlflowClient, run_id: str):
+        self.client = client
+        self.run_id = run_id
+        self._nonfinite_logged: set[str] = set()
+
+    @classmethod
+    def start(
+        cls,
+        experiment: str,
+        run_name: str,
+        params: dict[str, Any] | None = None,
+        tags: dict[str, Any] | None = None,
+        uri: str | None = None,
+        parent_run_id: str | None = None,
+    ) -> "Run":
+        """Create a run in ``experiment`` (created if missing), nested under ``parent_run_id``."""
+        client = MlflowClient(tracking_uri(uri))
+        found = client.get_experiment_by_name(experiment)
+        experiment_id = found.experiment_id if found else _create_experiment(client, experiment)
+        all_tags = {str(k): str(v) for k, v in (tags or {}).items()}
+        if parent_run_id:
+            all_tags[PARENT_TAG] = parent_run_id
+        run = client.create_run(experiment_id, run_name=run_name, tags=all_tags)
+        tracked = cls(client, run.info.run_id)
+        if params:
+            tracked.log_params(params)
+        log.info("MLflow run %s (%s) in experiment %r at %s", run.info.run_id, run_name, experiment, client.tracking_uri)
+        return tracked
+
+    @classmethod
+    def reopen(cls, run_id: str, uri: str | None = None) -> "Run":
+        """Mark an existing run RUNNING again and return it (used on resume)."""
+        client = MlflowClient(tracking_uri(uri))
+        client.update_run(run_id, status="RUNNING")
+        return cls(client, run_id)
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        """Log params as strings; lists are written as comma-separated values."""
+        items = [Param(k, _param_text(v)) for k, v in params.items()]
+        for start in range(0, len(items), 100):
+            self.client.log_batch(self.run_id, params=items[start : start + 100])
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        """Set tags; values become strings."""
+        items = [RunTag(str(k), str(v)) for k, v in tags.items()]
+        if items:
+            self.client.log_batch(self.run_id, tags=items)
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        """Log finite metrics at ``step``; a non-finite value becomes a ``nonfinite.<key>`` tag."""
+        now = int(time.time() * 1000)
+        finite, notes = [], {}
+        for key, value in metrics.items():
+            value = float(value)
+            if math.isfinite(value):
+                finite.append(Metric(key, value, now, step))
+            elif key not in self._nonfinite_logged:
+                self._nonfinite_logged.add(key)
+                notes[f"nonfinite.{key}"] = f"{value} at step {step}; not logged as a metric"
+        for start in range(0, len(finite), MAX_BATCH):
+            self.client.log_batch(self.run_id, metrics=finite[start : start + MAX_BATCH])
+        if notes:
+            log.warning("run %s: non-finite metrics recorded as tags: %s", self.run_id, ", ".join(notes))
+            self.set_tags(notes)
+
+    def log_image(self, image: torch.Tensor, artifact_file: str) -> None:
+        """Log a uint8 image (C, H, W) as a PNG artifact."""
+        array = image.detach().cpu().permute(1, 2, 0).numpy()
+        if array.shape[2] == 1:
+            array = array[:, :, 0]
+        self.client.log_image(self.run_id, np.ascontiguousarray(array), artifact_file=artifact_file)
+
+    def log_figure(self, figure: Any, artifact_file: str) -> None:
+        """Log a matplotlib figure as an artifact."""
+        self.client.log_figure(self.run_id, figure, artifact_file)
+
+    def log_file(self, path: str | Path, artifact_path: str | None = None) -> None:
+        """Copy a local file into the run's artifacts."""
+        self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def log_dict(self, values: dict[str, Any], artifact_file: str) -> None:
+        """Log a dict as a JSON artifact."""
+        self.client.log_dict(self.run_id, values, artifact_file)
+
+    def end(self, status: str = FINISHED) -> None:
+        """Mark the run FINISHED, FAILED or KILLED."""
+        self.client.set_terminated(self.run_id, status=status)
+
+
+def _create_experiment(client: MlflowClient, name: str) -> str:
+    try:
+        return client.create_experiment(name)
+    except mlflow.exceptions.MlflowException:
+        # Another worker created it between the lookup and the create.
+        found = client.get_experiment_by_name(name)
+        if found is None:
+            raise
+        return found.experiment_id
+
+
+def _param_text(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def read_run(run_id: str, uri: str | None = None) -> dict[str, Any]:
+    """Return a run's status, params, tags and latest metrics as plain dicts."""
+    run = MlflowClient(tracking_uri(uri)).get_run(run_id)
+    return {
+        "status": run.info.status,
+        "params": dict(run.data.params),
+        "tags": dict(run.data.tags),
+        "metrics": dict(run.data.metrics),
+        "artifact_uri": run.info.artifact_uri,
+    }
+
+
+def metric_history(run_id: str, key: str, uri: str | None = None) -> list[tuple[int, float]]:
+    """Return ``(step, value)`` pairs of one metric of a run, in step order."""
+    history = MlflowClient(tracking_uri(uri)).get_metric_history(run_id, key)
+    return sorted((m.step, m.value) for m in history)
+
+
+def list_artifacts(run_id: str, path: str | None = None, uri: str | None = None) -> list[str]:
+    """Return the artifact paths of a run below ``path``, recursively."""
+    client = MlflowClient(tracking_uri(uri))
+    found, pending = [], [path]
+    while pending:
+        for item in client.list_artifacts(run_id, pending.pop()):
+            (pending if item.is_dir else found).append(item.path)
+    return sorted(found)
+
+
+def check_reachable(uri: str | None = None) -> None:
+    """Fail fast when the tracking store cannot be reached, before any training starts.
+
+    Raises:
+        RuntimeError: the store did not answer; the message names the URI and how to fix it.
+    """
+    resolved = tracking_uri(uri)
+    try:
+        MlflowClient(resolved).search_experiments(max_results=1)
+    except Exception as error:  # MLflow raises many types here (requests, sqlalchemy, its own)
+        raise RuntimeError(
+            f"MLflow tracking store {resolved!r} cannot be reached ({type(error).__name__}: {error}); "
+            "start the server or pass another --tracking-uri (the default is sqlite:///mlflow.db "
+            "in the working folder)"
+        ) from error
+
+
+__all__ = [
+    "FAILED", "FINISHED", "KILLED", "Run", "check_reachable", "code_revision", "list_artifacts",
+    "metric_history", "read_run", "tracking_uri",
+]
