@@ -1,6 +1,6 @@
 """Checkpoints: tensors and plain values only, written atomically, loaded with ``weights_only=True``.
 
-A training checkpoint holds the config (dotted keys), the epoch and step reached, the state of
+A training checkpoint contains the config (dotted keys), the epoch and step reached, the state of
 every network and optimiser, every RNG state, the fixed noise, the MLflow run id and the
 evaluation history. It is written to a temporary file in the same folder and renamed over the
 old one, so a crash or a full disk while writing leaves the previous checkpoint intact.
@@ -51,7 +51,7 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
     """Load a training checkpoint with ``weights_only=True``.
 
     Raises:
-        CheckpointError: the file is missing, truncated, holds pickled objects other than
+        CheckpointError: the file is missing, truncated, contains pickled objects other than
             tensors and plain values, or is not a suite checkpoint.
     """
     path = Path(path)
@@ -61,7 +61,7 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
         raise CheckpointError(
-            f"checkpoint {path} was rejected: it holds objects other than tensors and plain values, "
+            f"checkpoint {path} was rejected: it contains objects other than tensors and plain values, "
             f"which are never unpickled ({error}). Only checkpoints written by the suite can be resumed."
         ) from None
     except (RuntimeError, EOFError, OSError) as error:

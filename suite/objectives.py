@@ -118,8 +118,8 @@ def generator_terms(
 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """Return the G/E loss terms, split by the parameters they may reach.
 
-    The first dict holds terms whose gradient may flow into both G and E (``loss_G_adv`` does
-    not depend on E, ``loss_zpen`` and ``loss_kl`` do not depend on G). The second holds
+    The first dict contains terms whose gradient may flow into both G and E (``loss_G_adv`` does
+    not depend on E, ``loss_zpen`` and ``loss_kl`` do not depend on G). The second contains
     ``loss_G_adv_rec``, which must reach G only: the caller back-propagates it into G's
     parameters alone.
     """

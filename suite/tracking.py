@@ -195,7 +195,7 @@ def check_reachable(uri: str | None = None) -> None:
     """Fail fast when the tracking store cannot be reached, before any training starts.
 
     Raises:
-        RuntimeError: the store did not answer; the message names the URI and how to fix it.
+        RuntimeError: the store did not respond; the message names the URI and how to fix it.
     """
     resolved = tracking_uri(uri)
     try:

@@ -274,6 +274,7 @@ def point_downloads_at(monkeypatch, base_url: str) -> None:
     monkeypatch.setattr(torchvision.datasets.CIFAR10, "url", base_url + "cifar-10-python.tar.gz")
 
 
+@pytest.mark.timeout(60)
 @pytest.mark.parametrize("source", ["mnist", "fashion-mnist", "cifar10"])
 def test_torchvision_offline_fails_fast(monkeypatch, tmp_path, source):
     point_downloads_at(monkeypatch, f"http://127.0.0.1:{closed_port()}/")
@@ -289,6 +290,7 @@ def test_torchvision_offline_fails_fast(monkeypatch, tmp_path, source):
     assert "imagefolder:" in message
 
 
+@pytest.mark.timeout(60)
 def test_torchvision_silent_server_times_out(monkeypatch, tmp_path):
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))
@@ -379,8 +381,8 @@ BROKEN = ("x_truncated.png", "y_empty.png", "z_text.png")
 def by_name(dataset: data.Dataset, folder: Path) -> dict[str, torch.Tensor]:
     """Map each decoded file name to its image (needs holdout 0, so train keeps file order)."""
     files = imagefolder.list_images(folder).files
-    kept = [f.name for f in files if str(f) not in dataset.skipped]
-    return dict(zip(kept, dataset.train))
+    decoded_names = [f.name for f in files if str(f) not in dataset.skipped]
+    return dict(zip(decoded_names, dataset.train))
 
 
 @pytest.fixture()
@@ -454,7 +456,7 @@ def test_imagefolder_pixel_values(mixed_folder):
 def test_imagefolder_centre_crop(mixed_folder):
     dataset = data.load(DataConfig(source=f"imagefolder:{mixed_folder}", holdout=0.0))
     wide = by_name(dataset, mixed_folder)["g_wide.png"]
-    # The crop is the green middle 20x20; Lanczos may pull a little colour in at the edges.
+    # The crop is the green middle 20x20, and Lanczos may pull a little colour in at the edges.
     assert wide[:, 4:28, 4:28].reshape(3, -1).unique(dim=1).tolist() == [[0], [255], [0]]
     assert wide[1].float().mean() > 240
 
