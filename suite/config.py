@@ -128,9 +128,49 @@ class EvalConfig:
         "Inception), domain or inception-v3-compat",
     )
     inception_weights: str = _field(
-        "", "local file with torch-fidelity's inception-v3-compat weights; empty downloads them"
+        "", "local file with torch-fidelity's inception-v3-compat weights; empty uses torch-fidelity's "
+        "download cache"
     )
-    num_samples: int = _field(2000, "generated samples per evaluation for FID, KID, IS and PR")
+    inception_download: bool = _field(
+        False, "let torch-fidelity download the Inception weights (about 92 MB) when they are missing"
+    )
+    num_samples: int = _field(
+        2000,
+        "prior samples per evaluation for FID, KID, IS, precision/recall and 10-class mode coverage; "
+        "also the most real images used as the reference (must exceed the feature width: 64 for the "
+        "domain extractor, 192 on stacked-mnist, 2048 for Inception)",
+    )
+    radii: tuple[float, ...] = _field(
+        (0.0, 0.25, 0.5, 0.75, 1.0, 1.25), "radius sweep: code norms in units of sqrt(nz), each >= 0"
+    )
+    radius_samples: int = _field(
+        500,
+        "decoded codes per radius of the sweep, for its FID, sharpness and mode coverage (stacked-mnist "
+        "needs at least 1000, one per mode)",
+    )
+    strip_rows: int = _field(4, "fixed directions (rows) shown in the radius strip image")
+    stacked_mode_samples: int = _field(
+        26000, "prior samples for stacked-mnist mode coverage over 1,000 modes (VEEGAN/PacGAN use 26,000)"
+    )
+    point_samples: int = _field(2500, "prior samples for the 2-D mode metrics of ring8 and grid25")
+    mode_min_share: float = _field(
+        0.25,
+        "a class of 10-class data counts as covered with at least this fraction of its uniform share "
+        "of the samples; stacked-mnist and 2-D data count a mode from one sample",
+    )
+    kid_subset_size: int = _field(500, "largest KID subset; smaller sample sets use their own size (>= 100)")
+    kid_subsets: int = _field(50, "random subsets that KID averages over")
+    isc_splits: int = _field(10, "most Inception Score splits; fewer when a split would hold fewer "
+                                 "samples than there are classes")
+    prc_neighborhood: int = _field(3, "k of the k-nearest-neighbour balls of precision and recall")
+    collapse_var_ratio: float = _field(
+        0.05, "collapse flag: generated feature variance below this fraction of the real data's"
+    )
+    collapse_mode_ratio: float = _field(
+        0.5, "collapse flag: modes covered below this fraction of the previous evaluation's count"
+    )
+    classifier_epochs: int = _field(12, "training epochs of the domain classifier (cached per data set)")
+    batch_size: int = _field(500, "images per batch when generating and extracting features")
     grid_size: int = _field(64, "images in each logged sample and reconstruction grid")
 
 
@@ -409,8 +449,15 @@ def validate(cfg: RunConfig) -> None:
     _check(bool(t.experiment.strip()), "train.experiment", t.experiment, "a non-empty name")
 
     _check(e.extractor in EXTRACTORS, "eval.extractor", e.extractor, ", ".join(EXTRACTORS))
-    _check(e.num_samples >= 1, "eval.num_samples", e.num_samples, "a positive count")
-    _check(e.grid_size >= 1, "eval.grid_size", e.grid_size, "a positive count")
+    for key in ("num_samples", "radius_samples", "strip_rows", "stacked_mode_samples", "point_samples",
+                "kid_subsets", "isc_splits", "prc_neighborhood", "classifier_epochs", "batch_size", "grid_size"):
+        _check(getattr(e, key) >= 1, f"eval.{key}", getattr(e, key), "a positive count")
+    _check(e.kid_subset_size >= 100, "eval.kid_subset_size", e.kid_subset_size, "an integer >= 100")
+    _check(len(e.radii) >= 1 and all(_finite(r) and r >= 0 for r in e.radii), "eval.radii", list(e.radii),
+           "a non-empty list of finite numbers >= 0")
+    for key in ("mode_min_share", "collapse_var_ratio", "collapse_mode_ratio"):
+        value = getattr(e, key)
+        _check(_finite(value) and 0 <= value <= 1, f"eval.{key}", value, "a number from 0 to 1")
 
     size = data.train_size(d)
     _check(

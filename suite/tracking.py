@@ -191,6 +191,71 @@ def list_artifacts(run_id: str, path: str | None = None, uri: str | None = None)
     return sorted(found)
 
 
+class ExperimentNotFound(LookupError):
+    """No MLflow experiment of the requested name exists in the tracking store."""
+
+
+def search_runs(
+    experiment: str, filter_string: str = "", uri: str | None = None, page_size: int = 1000
+) -> list[dict[str, Any]]:
+    """Return every active run of ``experiment`` as plain dicts, reading all result pages.
+
+    ``MlflowClient.search_runs`` returns at most ``max_results`` runs per call, so this follows
+    its ``page_token`` until the store has no more pages. Runs come in start-time order, ties
+    broken by run id.
+
+    Args:
+        experiment: the experiment name (a study's name).
+        filter_string: an MLflow search filter, for example ``"tags.kind = 'trial'"``.
+        uri: the tracking URI; None uses MLflow's default.
+        page_size: runs per request (MLflow's default maximum is 1,000).
+
+    Returns:
+        One dict per run with ``run_id``, ``run_name``, ``status``, ``start_time`` and
+        ``end_time`` (ms since the epoch; None while running), ``artifact_uri``, and the
+        ``params``, ``tags`` and ``metrics`` (latest value of each key) dicts.
+
+    Raises:
+        ExperimentNotFound: the store has no experiment of that name.
+    """
+    client = MlflowClient(tracking_uri(uri))
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        raise ExperimentNotFound(f"no MLflow experiment named {experiment!r} at {client.tracking_uri}; check the "
+                                 "name, or pass the --tracking-uri that the study ran with")
+    runs, token = [], None
+    while True:
+        page = client.search_runs(
+            [found.experiment_id], filter_string=filter_string, max_results=page_size,
+            order_by=["attributes.start_time ASC", "attributes.run_id ASC"], page_token=token,
+        )
+        runs.extend(_run_dict(run) for run in page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def _run_dict(run: Any) -> dict[str, Any]:
+    return {
+        "run_id": run.info.run_id,
+        "run_name": run.info.run_name,
+        "status": run.info.status,
+        "start_time": run.info.start_time,
+        "end_time": run.info.end_time,
+        "artifact_uri": run.info.artifact_uri,
+        "params": dict(run.data.params),
+        "tags": dict(run.data.tags),
+        "metrics": dict(run.data.metrics),
+    }
+
+
+def download_artifact(run_id: str, path: str, dst_dir: str | Path, uri: str | None = None) -> Path:
+    """Download one artifact file of a run into ``dst_dir`` and return its local path."""
+    Path(dst_dir).mkdir(parents=True, exist_ok=True)
+    local = MlflowClient(tracking_uri(uri)).download_artifacts(run_id, path, str(dst_dir))
+    return Path(local)
+
+
 def check_reachable(uri: str | None = None) -> None:
     """Fail fast when the tracking store cannot be reached, before any training starts.
 
@@ -208,7 +273,48 @@ def check_reachable(uri: str | None = None) -> None:
         ) from error
 
 
+def set_run_tags(run_id: str, tags: dict[str, Any], uri: str | None = None) -> None:
+    """Set tags on an existing run, whatever its status; values become strings."""
+    Run(MlflowClient(tracking_uri(uri)), run_id).set_tags(tags)
+
+
+def end_run(run_id: str, status: str = FINISHED, uri: str | None = None) -> None:
+    """Mark an existing run FINISHED, FAILED or KILLED."""
+    Run(MlflowClient(tracking_uri(uri)), run_id).end(status)
+
+
+def find_runs(experiment: str, tags: dict[str, Any], uri: str | None = None) -> list[str]:
+    """Return the ids of the runs in ``experiment`` that carry every tag in ``tags``, newest first.
+
+    An experiment that does not exist yet has no runs, so the result is an empty list.
+    """
+    client = MlflowClient(tracking_uri(uri))
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return []
+    conditions = " and ".join(f"tags.`{key}` = '{_quoted(value)}'" for key, value in tags.items())
+    runs = client.search_runs([found.experiment_id], filter_string=conditions, order_by=["attributes.start_time DESC"])
+    return [run.info.run_id for run in runs]
+
+
+def _quoted(value: Any) -> str:
+    return str(value).replace("\\", "\\\\").replace("'", "\\'")
+
+
+def ui_command(uri: str | None = None) -> str:
+    """Return the ``mlflow ui`` command line that shows the store ``uri`` from the working folder.
+
+    Plain ``mlflow ui`` serves MLflow's default store (``sqlite:///mlflow.db`` in the folder it
+    starts in), so the flag is added only for another store.
+    """
+    resolved = tracking_uri(uri)
+    default = f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+    if resolved in ("sqlite:///mlflow.db", default):
+        return "mlflow ui"
+    return f"mlflow ui --backend-store-uri {resolved}"
+
+
 __all__ = [
-    "FAILED", "FINISHED", "KILLED", "Run", "check_reachable", "code_revision", "list_artifacts",
-    "metric_history", "read_run", "tracking_uri",
+    "FAILED", "FINISHED", "KILLED", "ExperimentNotFound", "Run", "check_reachable", "code_revision",
+    "download_artifact", "list_artifacts", "metric_history", "read_run", "search_runs", "tracking_uri",
 ]

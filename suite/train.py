@@ -9,7 +9,8 @@ and the epoch, counted from 1, for everything else):
   ``ae_to_d``, ``d_acc_rec``: D's accuracy on the training batches before its update.
 - ``code_norm_{mean,p10,p50,p90}`` of ||E(x)|| over the epoch, and the same divided by
   sqrt(nz) as ``code_norm_rel_*``.
-- ``epoch_seconds`` and ``images_per_second``, and the evaluation metrics of ``suite.metrics``.
+- ``epoch_seconds`` and ``images_per_second`` per epoch, ``train_seconds`` (training time
+  without evaluation) at the end, and the evaluation metrics of ``suite.metrics``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import hashlib
 import json
 import logging
 import math
+import signal
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -240,6 +242,7 @@ def _run_epochs(loop, run, evaluator, out_dir, on_evaluation, progress) -> RunRe
             if on_evaluation is not None and _is_eval_epoch(cfg, loop.epoch):
                 reason = on_evaluation(loop.epoch, metrics)
 
+    run.log_metrics({"train_seconds": loop.elapsed}, step=loop.epoch)
     _log_final_artifacts(loop, run, out_dir)
     status = STOPPED if reason else tracking.FINISHED
     if reason:
@@ -255,6 +258,19 @@ def _log_final_artifacts(loop: Loop, run: tracking.Run, out_dir: Path) -> None:
     run.log_file(weights, "checkpoint")
     run.log_dict(flat, "checkpoint/config.json")
     run.log_dict({"history": loop.history, "epochs": loop.epoch, "seconds": loop.elapsed}, "metrics.json")
+
+
+def stop_on_sigterm() -> None:
+    """Make SIGTERM stop a run the way Ctrl-C does: the run is marked KILLED, checkpoints stay.
+
+    The last checkpoint is the one written after the last complete epoch, so ``--resume``
+    repeats the interrupted epoch exactly.
+    """
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -276,6 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--inception-weights", metavar="PATH", help="local inception-v3-compat weights file")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     args = parser.parse_args(argv)
+    stop_on_sigterm()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     overrides = list(args.overrides)
@@ -288,6 +305,9 @@ def main(argv: list[str] | None = None) -> int:
     except (config.ConfigError, ResumeError, checkpoint.CheckpointError, data.DataUnavailableError, RuntimeError) as error:
         log.error("%s", error)
         return 2 if isinstance(error, config.ConfigError) else 1
+    except KeyboardInterrupt:
+        log.warning("interrupted; the last epoch's checkpoint is kept, continue with the same command and --resume")
+        return 130
     log.info("run %s %s after %d epochs in %.0f s; see it with: mlflow ui%s", result.run_id, result.status,
              result.epochs, result.seconds, f" --backend-store-uri {args.tracking_uri}" if args.tracking_uri else "")
     return 0
