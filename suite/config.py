@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import math
 import tomllib
 import typing
@@ -197,7 +198,7 @@ IGNORED_BY_OBJECTIVE = {
     "vaegan": ("method.z_penalty", "method.z_floor"),
 }
 
-ALIASES = {"data": "data.source"}
+ALIASES = {"data": "data.source", "batch_size": "train.batch_size"}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -208,8 +209,8 @@ def _sections() -> list[dataclasses.Field]:
     return list(dataclasses.fields(RunConfig))
 
 
-def leaf_fields() -> dict[str, dataclasses.Field]:
-    """Return every leaf field of a run config by its dotted key, in declaration order."""
+@functools.cache
+def _leaf_table() -> dict[str, dataclasses.Field]:
     leaves = {}
     for section in _sections():
         section_type = typing.get_type_hints(RunConfig)[section.name]
@@ -218,6 +219,12 @@ def leaf_fields() -> dict[str, dataclasses.Field]:
     return leaves
 
 
+def leaf_fields() -> dict[str, dataclasses.Field]:
+    """Return every leaf field of a run config by its dotted key, in declaration order."""
+    return dict(_leaf_table())
+
+
+@functools.cache
 def _leaf_type(key: str) -> Any:
     section, name = key.split(".")
     section_type = typing.get_type_hints(RunConfig)[section]
@@ -239,7 +246,7 @@ def resolve_key(key: str) -> str:
     if len(matches) == 1:
         return matches[0]
     candidates = list(leaves) + [dotted.split(".")[1] for dotted in leaves]
-    close = difflib.get_close_matches(key, candidates, n=3)
+    close = list(dict.fromkeys(difflib.get_close_matches(key, candidates, n=6)))[:3]
     hint = f"; did you mean {', '.join(close)}?" if close else "; `python -m suite.train --help` lists every key"
     raise ConfigError(f"unknown config key {key!r}{hint}")
 
@@ -286,11 +293,13 @@ def _coerce(key: str, value: Any) -> Any:
             return value
     elif typing.get_origin(kind) is tuple:
         items = typing.get_args(kind)
-        if isinstance(value, (list, tuple)) and len(value) == len(items):
+        any_length = len(items) == 2 and items[1] is Ellipsis  # tuple[float, ...]
+        if isinstance(value, (list, tuple)) and (any_length or len(value) == len(items)):
             if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
                 return tuple(float(v) for v in value)
+        count = "numbers" if any_length else f"{len(items)} numbers"
         raise ConfigError(
-            f"invalid value for {key}: {value!r}; expected a list of {len(items)} numbers, "
+            f"invalid value for {key}: {value!r}; expected a list of {count}, "
             f"for example {list(leaf_fields()[key].default)}"
         )
     raise ConfigError(

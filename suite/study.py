@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime
 import logging
 import math
+import os
 import time
 import warnings
 from pathlib import Path
@@ -31,14 +32,16 @@ from optuna.trial import FrozenTrial, TrialState
 
 from suite import tracking
 from suite.studyfile import BEST, SEARCH, StudyError, StudySpec, load_spec
+from suite.studyspec import DEFAULT_STORAGE
 from suite.studytrial import TrialFailed, TrialRequest, TrialRunner
 
 log = logging.getLogger(__name__)
 
-DEFAULT_STORAGE = "sqlite:///optuna.db"
 CONFIRM = "confirm"
-HEARTBEAT_INTERVAL_S = 60  # a running trial writes a heartbeat this often
-GRACE_PERIOD_S = 180  # a trial without a heartbeat for this long is failed and retried
+# A running trial writes a heartbeat this often; one without a heartbeat for the grace period is
+# failed and retried. The environment variables shorten both for tests and for quick restarts.
+HEARTBEAT_INTERVAL_S = int(os.environ.get("AEGAN_SUITE_HEARTBEAT_S", "60"))
+GRACE_PERIOD_S = int(os.environ.get("AEGAN_SUITE_GRACE_PERIOD_S", "180"))
 MAX_RETRIES = 2  # retries of one trial whose worker died or was interrupted
 DONE_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
 
@@ -64,6 +67,43 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
         retry = RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)
         return RDBStorage(url, heartbeat_interval=HEARTBEAT_INTERVAL_S, grace_period=GRACE_PERIOD_S,
                           heartbeat_stale_trial_callback=retry)
+
+
+def check_storage(url: str) -> None:
+    """Open the storage once so that a bad URL or an unreachable database fails before any training.
+
+    Raises:
+        StudyError: the URL is malformed or the database cannot be reached; the message names the
+            URL and the accepted forms.
+    """
+    try:
+        storage = open_storage(url)
+        if isinstance(storage, RDBStorage):
+            storage.get_all_studies()
+    except Exception as error:  # SQLAlchemy, the database driver and Optuna raise many types here
+        raise StudyError(
+            f"Optuna storage {url!r} cannot be opened ({type(error).__name__}: {str(error).splitlines()[0]}); "
+            "pass --storage sqlite:///optuna.db (one machine), "
+            "postgresql+psycopg2://USER:PASSWORD@HOST:PORT/DATABASE (many workers) or journal:PATH") from None
+
+
+def warn_concurrent_sqlite(study: optuna.Study, url: str) -> None:
+    """Warn when another worker runs a trial of this study on an SQLite storage.
+
+    A RUNNING trial whose heartbeat is not stale belongs to a live worker (this worker has not
+    started one yet). SQLite locks the whole file on every write, so several workers wait on
+    each other and can fail with "database is locked".
+    """
+    if not url.startswith("sqlite:"):
+        return
+    stale_ids = getattr(study._storage, "_get_stale_trial_ids", None)  # RDB storages, also behind Optuna's cache
+    stale = set(stale_ids(study._study_id)) if stale_ids else set()
+    live = [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+            if t._trial_id not in stale]
+    if live:
+        log.warning("%s: trials %s are running in another worker on the SQLite storage %s; for several workers "
+                    "use one PostgreSQL database: --storage postgresql+psycopg2://USER:PASSWORD@HOST:PORT/DATABASE "
+                    "(see 'Running on many machines' in README.md)", study.study_name, live, url)
 
 
 def _storage_exists(url: str) -> bool:
@@ -250,6 +290,7 @@ class Runner:
         self.study, self.objective, self.storage, self.progress = study, objective, storage, progress
         self.spec, self.budget = objective.spec, objective.runner.budget
         self.bar: Any = None
+        self.closed_runs: set[str] = set()  # MLflow runs of failed trials already checked
 
     def run(self, n_trials: int, timeout: float) -> None:
         """Run search trials until ``n_trials`` have finished (or ``timeout`` s), then the confirmation."""
@@ -275,6 +316,30 @@ class Runner:
             warnings.simplefilter("ignore", ExperimentalWarning)
             optuna.storages.fail_stale_trials(self.study)
             requeue_interrupted(self.study)
+        self._close_orphaned_runs()
+
+    def _close_orphaned_runs(self) -> None:
+        """Mark KILLED the MLflow runs that a dead worker left RUNNING.
+
+        A failed trial's run is still RUNNING when its worker was killed (SIGKILL, power loss):
+        nothing ended it. A retry that resumes it reopens it, so only runs of no RUNNING trial
+        are closed.
+        """
+        trials = self.study.get_trials(deepcopy=False)
+        busy = {t.user_attrs.get("mlflow_run_id") for t in trials if t.state == TrialState.RUNNING}
+        uri = self.objective.runner.tracking_uri
+        for trial in trials:
+            run_id = trial.user_attrs.get("mlflow_run_id")
+            if trial.state != TrialState.FAIL or not run_id or run_id in busy or run_id in self.closed_runs:
+                continue
+            self.closed_runs.add(run_id)
+            if tracking.read_run(run_id, uri)["status"] == "RUNNING":
+                log.info("trial %d: its worker stopped without ending MLflow run %s; marked KILLED", trial.number,
+                         run_id)
+                tracking.set_run_tags(run_id, {"trial_state": "FAIL", "failure_reason":
+                                               "the worker stopped without a heartbeat; retried when the study resumes"},
+                                      uri)
+                tracking.end_run(run_id, tracking.KILLED, uri)
 
     def _search(self, n_trials: int, timeout: float) -> None:
         started = time.monotonic()
@@ -415,6 +480,7 @@ def run_study(spec: StudySpec, budget_name: str, storage: str = DEFAULT_STORAGE,
     """
     budget = spec.budget(budget_name)
     study = open_study(spec, budget_name, storage)
+    warn_concurrent_sqlite(study, storage)
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     claims = ",".join(spec.claim_ids)
     parent = tracking.Run.start(spec.name, f"{spec.name}-{budget_name}-{stamp}", None, {
@@ -525,6 +591,7 @@ if __name__ == "__main__":
 
     raise SystemExit(main())
 
-__all__ = ["DEFAULT_STORAGE", "StudyError", "StudySpec", "TrialFailed", "load_spec", "open_study", "open_storage",
+__all__ = ["DEFAULT_STORAGE", "StudyError", "StudySpec", "TrialFailed", "check_storage", "load_spec", "open_study",
+           "open_storage", "warn_concurrent_sqlite",
            "route_optuna_logging", "run_study",
            "param_importances", "pareto_front", "trials_frame"]

@@ -7,14 +7,18 @@ calls it once per data source of the study.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
 import sys
 import time
+from collections.abc import Iterator
 
 import torch
 
 from suite import checkpoint, config, data, studyfile, studyplan, tracking, train
 from suite.studyfile import BUDGETS, StudyError, StudySpec
+from suite.studyspec import DEFAULT_STORAGE
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         known = ", ".join(studyfile.known_studies()) or "none"
         log.error("missing study name; known studies: %s (or --list)", known)
         return 2
-    storage = args.storage or "sqlite:///optuna.db"
+    storage = args.storage or DEFAULT_STORAGE
     try:
         spec = studyfile.load_spec(args.name)
         spec.budget(args.budget)
@@ -129,6 +133,20 @@ def main(argv: list[str] | None = None) -> int:
     return _run(specs, args, storage)
 
 
+@contextlib.contextmanager
+def _fail_fast_http() -> Iterator[None]:
+    """Let MLflow's HTTP client try once with a short timeout (its default retries for minutes)."""
+    quick = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+    before = {key: os.environ.get(key) for key in quick}
+    os.environ.update({key: value for key, value in quick.items() if before[key] is None})
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+
+
 def _run(specs: list[StudySpec], args: argparse.Namespace, storage: str) -> int:
     from tqdm.contrib.logging import logging_redirect_tqdm
 
@@ -137,10 +155,13 @@ def _run(specs: list[StudySpec], args: argparse.Namespace, storage: str) -> int:
     study.route_optuna_logging()
     if args.threads:
         torch.set_num_threads(args.threads)
+    train.stop_on_sigterm()  # SIGTERM (kill, a batch system) ends the trial like Ctrl-C: marked, resumable
     started = time.monotonic()
     try:
-        tracking.check_reachable(args.tracking_uri)
-    except RuntimeError as error:
+        study.check_storage(storage)
+        with _fail_fast_http():
+            tracking.check_reachable(args.tracking_uri)
+    except (RuntimeError, StudyError) as error:
         log.error("%s", error)
         return 1
     try:

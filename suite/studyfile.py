@@ -8,6 +8,7 @@ that knows them, and every error names the file and the key.
 from __future__ import annotations
 
 import difflib
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ _SEARCH_KEYS = ("sampler", "seed", "random_trials", "population_size", "pruner",
 _CONFIRM_KEYS = ("variants", "seed_start")
 _BUDGET_KEYS = ("n_trials", "seeds", "timeout")
 _PARAM_KEYS = ("type", "low", "high", "log", "step", "choices")
+SAFE_NAME = re.compile(r"[A-Za-z0-9_-]+")  # a study file's name: no '/', no leading '.'
 
 
 def load_spec(name: str) -> StudySpec:
@@ -91,6 +93,10 @@ def parse(raw: dict[str, Any], path: Path) -> StudySpec:
     Raises:
         StudyError: as ``load_spec``.
     """
+    if not SAFE_NAME.fullmatch(path.stem):
+        # The name becomes a folder under outputs/studies/ and the file reports/NAME.md.
+        raise StudyError(f"{path}: invalid study name {path.stem!r}; rename the file to letters, digits, '-' "
+                         "and '_' followed by .toml")
     _unknown(path, "", raw, _TOP_KEYS)
     description = _expect(path, "description", raw.get("description", ""), str, "a one-line text")
     if not description.strip() or "\n" in description.strip():

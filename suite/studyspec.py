@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+DEFAULT_STORAGE = "sqlite:///optuna.db"  # Optuna storage of the study command, in the working folder
 BUDGETS = ("smoke", "quick", "full")
 SAMPLERS = ("tpe", "random", "grid", "nsga2")
 PRUNERS = ("median", "none")

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from suite import config, data, models
-from suite.metrics import Evaluator, InceptionWeightsError, cache, classifier, domain, inception, keys
+from suite.metrics import Evaluator, InceptionWeightsError, cache, classifier, diagnostics, domain, inception, keys
 
 CPU = torch.device("cpu")
 TEST_CLASSIFIER_EPOCHS = 4  # the same as the other metrics tests, so the session trains it once
@@ -124,6 +124,22 @@ def test_radius_sweep_every_radius(evaluated):
     strip = evaluated.images[keys.RADIUS_STRIP]
     assert strip.dtype == torch.uint8
     assert tuple(strip.shape) == (1, 4 * 34 + 2, len(RADII) * 34 + 2)
+
+
+def test_untrained_generator_flagged_collapsed(evaluated):
+    # DCGAN's N(0, 0.02) initialisation makes G's output almost the same image for every z
+    assert evaluated.metrics["feature_var_rel_domain"] < 0.05
+    assert evaluated.metrics[keys.COLLAPSE] == 1.0
+    assert "feature_var_rel_domain" in evaluated.tags[keys.TAG_COLLAPSE_REASON]
+
+
+def test_collapse_rule_cases():
+    assert diagnostics.collapse_reason(0.5, "v", 10, 10, 0.05, 0.5) == ""
+    assert diagnostics.collapse_reason(0.5, "v", 9, None, 0.05, 0.5) == ""
+    assert "v 0.01 < 0.05" in diagnostics.collapse_reason(0.01, "v", 10, 10, 0.05, 0.5)
+    assert "modes fell from 10 to 4" in diagnostics.collapse_reason(0.5, "v", 4, 10, 0.05, 0.5)
+    assert diagnostics.collapse_reason(0.5, "v", 5, 10, 0.05, 0.5) == ""
+    assert diagnostics.collapse_reason(float("nan"), "v", None, None, 0.05, 0.5) == ""
 
 
 def test_evaluate_leaves_rng_and_networks(from_train_mode):
@@ -316,7 +332,6 @@ def test_points_known_modes_and_collapse(ring8):
 # stacked-mnist
 
 
-@pytest.mark.slow
 def test_stacked_mnist_protocol(offline):
     cfg = _cfg("data=stacked-mnist", "data.limit=3000", "eval.num_samples=400", "eval.radius_samples=1000",
                "eval.stacked_mode_samples=2000", radii=(0.0, 1.0))

@@ -1,4 +1,4 @@
-"""torch-fidelity through suite.metrics.fidelity: kwargs, count rules and known answers on mnist5k."""
+"""torch-fidelity through suite.metrics.fidelity: kwargs, count rules and known values on mnist5k."""
 
 import socket
 
@@ -136,7 +136,7 @@ def test_image_metrics_reject_points(tmp_path, spec):
 
 
 # ----------------------------------------------------------------------------------------------
-# Known answers with the domain extractor
+# Known values with the domain extractor
 
 
 def test_fid_orders_real_blurred_noise(tmp_path, mnist, spec):

@@ -8,6 +8,7 @@ studies/smoke.toml into the folder's studies/.
 import logging
 import math
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -67,7 +68,6 @@ def _run(folder, name, *extra):
                           *extra])
 
 
-@pytest.mark.slow
 def test_smoke_study_end_to_end(workdir):
     _copy_smoke(workdir, "smoke")
     storage, uri = _stores(workdir)
@@ -124,7 +124,6 @@ def test_smoke_study_end_to_end(workdir):
     assert study.pareto_front("smoke", storage) == []
 
 
-@pytest.mark.slow
 def test_interrupted_study_resumes(workdir, monkeypatch):
     _copy_smoke(workdir, "resumed", [('seeds = 1\n', 'seeds = 1\n"train.epochs" = 2\n'), NO_CONFIRMATION])
     storage, uri = _stores(workdir)
@@ -163,7 +162,41 @@ def test_interrupted_study_resumes(workdir, monkeypatch):
     assert [step for step, _ in tracking.metric_history(interrupted_run, "loss_D_real", uri)] == [1, 2]
 
 
-@pytest.mark.slow
+def test_dead_worker_trial_retried(workdir, monkeypatch):
+    _copy_smoke(workdir, "stale", [('seeds = 1\n', 'seeds = 1\n"train.epochs" = 2\n'), NO_CONFIRMATION,
+                                   ("n_trials = 2\nseeds = 1", "n_trials = 1\nseeds = 1")])
+    storage, uri = _stores(workdir)
+    monkeypatch.setattr(study, "HEARTBEAT_INTERVAL_S", 1)
+    monkeypatch.setattr(study, "GRACE_PERIOD_S", 1)
+    real_train = train.train
+
+    def die_after_first_epoch(cfg, **kwargs):
+        record = kwargs["on_evaluation"]
+
+        def die(epoch, metrics):
+            record(epoch, metrics)
+            raise SystemExit("worker died")  # neither the trainer nor Optuna handles it: the trial stays RUNNING
+
+        return real_train(cfg, **{**kwargs, "on_evaluation": die})
+
+    monkeypatch.setattr(train, "train", die_after_first_epoch)
+    with pytest.raises(SystemExit):
+        _run(workdir, "stale", "--no-report")
+    frame = study.trials_frame("stale", storage)
+    assert list(frame["state"]) == ["RUNNING"]
+    dead_run = frame.loc[0, "mlflow_run_id"]
+
+    time.sleep(2.5)  # the heartbeat is now older than the grace period
+    monkeypatch.setattr(train, "train", real_train)
+    assert _run(workdir, "stale", "--no-report") == 0
+    frame = study.trials_frame("stale", storage)
+    assert list(frame["state"]) == ["FAIL", "COMPLETE"]
+    assert frame.loc[1, "user_attrs_mlflow_run_id"] == dead_run
+    assert frame.loc[1, "params_method.z_penalty"] == frame.loc[0, "params_method.z_penalty"]
+    assert tracking.read_run(dead_run, uri)["status"] == "FINISHED"
+    assert [step for step, _ in tracking.metric_history(dead_run, "loss_D_real", uri)] == [1, 2]
+
+
 def test_diverged_trial_recorded_as_failed(workdir, monkeypatch):
     _copy_smoke(workdir, "diverging", [("[claims]\nC1", '[confirm]\nvariants = ["best"]\n\n[claims]\n#C1')])
     storage, uri = _stores(workdir)
@@ -195,7 +228,6 @@ def test_diverged_trial_recorded_as_failed(workdir, monkeypatch):
     assert frame.loc[2, "params_method.z_penalty"] == frame.loc[1, "params_method.z_penalty"]
 
 
-@pytest.mark.slow
 def test_multi_objective_pareto_front(workdir):
     _copy_smoke(workdir, "pareto", [
         ('objectives = ["fid_domain"]\ndirections = ["minimize"]',

@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 
 import torch
 
-from suite import imaging
 from suite.config import RunConfig
 from suite.data import Dataset
 from suite.metrics import cache, diagnostics, domain, fidelity, inception, keys, measure, modes, radius
@@ -248,8 +247,8 @@ class Evaluator:
     def evaluate(self, nets: Networks, epoch: int, final: bool) -> EvalResult:
         """Compute every metric for the networks as they are now.
 
-        The networks are switched to eval mode and restored; their parameters and buffers are
-        not changed, and the global torch RNG state is the same afterwards.
+        The networks are switched to eval mode and back. Their parameters and buffers are not
+        changed, and the global torch RNG state is the same afterwards.
 
         Args:
             nets: G, D and (unless dcgan) E, on the evaluator's device.

@@ -17,8 +17,8 @@ Sample-count rules (each violation is a ``ValueError`` naming the count and the 
 - Precision/recall: more than ``k`` samples on each side, so that every sample has a k-th
   nearest neighbour other than itself.
 - Inception Score: no minimum beyond one sample. The number of splits is
-  ``max(1, min(eval.isc_splits, n // classes))``, so a split holds at least as many samples as
-  there are classes whenever the count allows. IS cannot exceed the samples in a split, so with
+  ``max(1, min(eval.isc_splits, n // classes))``, so a split contains at least as many samples
+  as there are classes whenever the count allows. IS cannot exceed the samples in a split, so with
   fewer samples than classes (stacked-mnist's 1,000, Inception's 1,008) it is not comparable to
   published values, only to other runs with the same count.
 """
@@ -93,11 +93,11 @@ class ImageTensors(TorchDataset):
         return self.images[index]
 
 
-def check_images(images: torch.Tensor, what: str) -> None:
+def check_images(images: torch.Tensor, role: str) -> None:
     """Raise ValueError unless ``images`` is a uint8 (N, C, H, W) batch of 1 or 3 channels."""
     if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] not in (1, 3):
         raise ValueError(
-            f"image metrics need uint8 images (N, 1 or 3, H, W); {what} is {images.dtype} of shape "
+            f"image metrics need uint8 images (N, 1 or 3, H, W); {role} is {images.dtype} of shape "
             f"{tuple(images.shape)}. 2-D point data gets only the point metrics (modes, hq_share)"
         )
 

@@ -1,10 +1,10 @@
 """Names of every metric the evaluator logs, as constants and small key builders.
 
 Metrics computed in a feature space carry the extractor's short name (``domain`` or
-``inception``), so numbers from different extractors never share a key. Every metric ``K`` is
-logged together with its sample count under ``K/n`` (generated, reconstructed or real-data
-samples that the metric was computed on); metrics that compare two sample sets also log the
-count of real reference images under ``K/n_real``.
+``inception``), so numbers from different extractors never share a key. Mode counts always
+come from the domain classifier. Every metric ``K`` is logged together with its sample count
+under ``K/n``: the generated, reconstructed or real samples that it was computed on. Metrics
+that compare two sample sets also log the count of real reference images under ``K/n_real``.
 
 ===================================== ==========================================================
 key                                   meaning
@@ -13,7 +13,7 @@ fid_<ext>                             FID of prior samples G(z), z ~ N(0, I), ag
                                       training images
 kid_mean_<ext>, kid_std_<ext>         KID of the same pair (mean and std over random subsets)
 is_mean_<ext>, is_std_<ext>           Inception Score of prior samples (mean and std over splits)
-precision_<ext>, recall_<ext>         improved precision and recall (Kynkaanniemi et al., 2019)
+precision_<ext>, recall_<ext>         improved precision and recall (arXiv:1904.06991), k-NN
 f_score_<ext>                         harmonic mean of precision and recall
 fid_rec_<ext>                         FID of reconstructions G(E(x)) of held-out images against
                                       those images

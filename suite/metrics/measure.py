@@ -1,4 +1,4 @@
-"""The measurements of one evaluation, each a function of the ``Evaluator`` that holds the state.
+"""The measurements of one evaluation, each a function of the ``Evaluator`` that keeps the state.
 
 Every function runs inside the evaluator's no-grad, eval-mode, RNG-preserving context and adds
 its metrics, with sample counts, to the ``EvalResult``.
@@ -27,7 +27,7 @@ def decode(ev: Evaluator, G: torch.nn.Module, z: torch.Tensor,
            D: torch.nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Return G(z) on the CPU (uint8 images, or float points) and, with ``D``, D's logits on G(z).
 
-    D judges the float outputs before the uint8 conversion, packed as in training; the samples
+    D judges the float outputs before the uint8 conversion, packed as in training. The samples
     beyond the last whole group of ``pac`` in each batch are not judged.
     """
     pac = ev.cfg.model.pac
@@ -143,8 +143,8 @@ def radius_sweep(ev: Evaluator, nets: Networks, result: EvalResult) -> None:
 
 def holdout_probes(ev: Evaluator, nets: Networks, result: EvalResult) -> None:
     """Add D's accuracy on held-out data and, with an encoder, code norms and reconstruction metrics."""
-    held = ev.real_holdout
-    x = held if ev.points else imaging.to_float(held)
+    holdout_images = ev.real_holdout
+    x = holdout_images if ev.points else imaging.to_float(holdout_images)
     pac, batch, device = ev.cfg.model.pac, ev.e.batch_size, ev.device
     accuracy, judged = diagnostics.d_accuracy(nets.D, x, True, pac, batch, device)
     result.add(keys.D_ACC_REAL, accuracy, judged)
@@ -164,7 +164,8 @@ def holdout_probes(ev: Evaluator, nets: Networks, result: EvalResult) -> None:
     rec = imaging.to_uint8(x_rec)
     n = len(rec)
     real_name = ev.cache_name("holdout", n, ev.spec)
-    scores = fidelity.compare(rec, held, ev.spec, ev.settings, ev.device, REC_METRICS, real_name, "data.holdout")
+    scores = fidelity.compare(rec, holdout_images, ev.spec, ev.settings, ev.device, REC_METRICS, real_name,
+                              "data.holdout")
     result.add(keys.with_extractor(keys.FID_REC, ev.extractor), scores["fid"], n, n)
     result.add(keys.with_extractor(keys.KID_REC_MEAN, ev.extractor), scores["kid_mean"], n, n)
     result.add(keys.with_extractor(keys.KID_REC_STD, ev.extractor), scores["kid_std"], n, n)

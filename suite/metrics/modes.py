@@ -6,11 +6,11 @@ Three protocols, each recorded with every result by its ``description``:
   labels N samples; a class counts as covered when it receives at least
   ``max(1, ceil(min_share * N / K))`` samples, i.e. ``min_share`` of its share under a uniform
   histogram, so that a few misclassified samples do not count as a mode.
-- ``stacked-mnist`` (VEEGAN, Srivastava et al. 2017; PacGAN, Lin et al. 2018): the single-digit
+- ``stacked-mnist`` (the protocol of VEEGAN and PacGAN): the single-digit
   classifier labels each channel, giving one of 1,000 modes; a mode counts as covered when it
   receives at least one sample. The published protocol draws 26,000 samples.
 - ``points`` (PacGAN's 2-D protocol): a sample is high quality when its Euclidean distance to
-  the nearest mixture centre is at most 3 standard deviations; a mode counts as covered when at
+  the nearest mixture centre is at most 3 standard deviations. A mode counts as covered when at
   least one high-quality sample lies nearest to it. ``hq_share`` is the high-quality share.
 
 ``kl`` is KL(p || uniform) in nats, where p is the histogram of generated labels (for points:

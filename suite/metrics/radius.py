@@ -4,10 +4,10 @@ Codes ``z = r * sqrt(nz) * u`` use fixed unit directions ``u`` (drawn once from 
 generator), so ``r = 1`` is the typical norm of a prior sample and ``r = 0`` is the centre of the
 code space, where E's codes sit when the z-penalty works.
 
-Sharpness is the variance of the Laplacian (Pech-Pacheco et al., 2000): each channel of each
+Sharpness is the variance of the Laplacian, a common focus measure. Each channel of each
 image, scaled to [0, 1], is convolved with the 3x3 kernel [[0, 1, 0], [1, -4, 1], [0, 1, 0]]
-(no padding); the variance of the response over the pixels is averaged over channels and
-images. Blurry images have a low value. The evaluator reports it relative to real images.
+without padding. The variance of the response over the pixels is then averaged over channels
+and images. Blurry images have a low value. The evaluator reports it relative to real images.
 """
 
 from __future__ import annotations
