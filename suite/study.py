@@ -26,6 +26,7 @@ from typing import Any
 
 import optuna
 import pandas as pd
+import sqlalchemy.exc
 from optuna.exceptions import ExperimentalWarning
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
@@ -42,6 +43,7 @@ CONFIRM = "confirm"
 # failed and retried. The environment variables shorten both for tests and for quick restarts.
 HEARTBEAT_INTERVAL_S = int(os.environ.get("AEGAN_SUITE_HEARTBEAT_S", "60"))
 GRACE_PERIOD_S = int(os.environ.get("AEGAN_SUITE_GRACE_PERIOD_S", "180"))
+SCHEMA_ATTEMPTS = 3  # tries to open a new RDB storage that other workers are creating at the same time
 MAX_RETRIES = 2  # retries of one trial whose worker died or was interrupted
 DONE_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
 
@@ -65,8 +67,16 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ExperimentalWarning)  # heartbeats are experimental since Optuna 2.9
         retry = RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)
-        return RDBStorage(url, heartbeat_interval=HEARTBEAT_INTERVAL_S, grace_period=GRACE_PERIOD_S,
-                          heartbeat_stale_trial_callback=retry)
+    for attempt in range(1, SCHEMA_ATTEMPTS):
+        try:
+            return RDBStorage(url, heartbeat_interval=HEARTBEAT_INTERVAL_S, grace_period=GRACE_PERIOD_S,
+                              heartbeat_stale_trial_callback=retry)
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+            # Workers that start together on a new database all create Optuna's tables, and the
+            # losers of that race get "duplicate key"; on a retry the tables exist.
+            time.sleep(attempt)
+    return RDBStorage(url, heartbeat_interval=HEARTBEAT_INTERVAL_S, grace_period=GRACE_PERIOD_S,
+                      heartbeat_stale_trial_callback=retry)
 
 
 def check_storage(url: str) -> None:
@@ -156,7 +166,8 @@ def open_study(spec: StudySpec, budget: str, storage: str) -> optuna.Study:
     Raises:
         StudyError: the stored study has other objectives, directions, budget or data source.
     """
-    study = optuna.create_study(study_name=spec.name, storage=open_storage(storage), directions=list(spec.directions),
+    opened = open_storage(storage)
+    study = optuna.create_study(study_name=spec.name, storage=opened, directions=list(spec.directions),
                                 pruner=make_pruner(spec), load_if_exists=True)
     expected = {"objectives": list(spec.objectives), "directions": list(spec.directions), "budget": budget,
                 "data_source": spec.data_sources[0]}
@@ -169,7 +180,64 @@ def open_study(spec: StudySpec, budget: str, storage: str) -> optuna.Study:
         study.set_user_attr(key, value)
     study.set_user_attr("study_file", str(spec.path))
     study.sampler = make_sampler(spec, spec.sampler_seed + len(study.trials))
+    if spec.sampler == "grid":
+        with once(study, opened, "grid") as owner:
+            if owner:
+                enqueue_grid(study, spec)
     return study
+
+
+LOCK_WAIT_S = 120.0  # how long a worker waits for another worker's enqueueing to finish
+
+
+class once:
+    """Let exactly one of many workers run a block, and make the others wait until it is done.
+
+    Creating a study under a derived name is atomic in every Optuna storage (a unique key), so
+    the worker whose ``create_study`` succeeds is the owner. The owner marks the work done in a
+    user attribute on exit; the others poll that attribute for up to ``LOCK_WAIT_S`` seconds.
+    """
+
+    def __init__(self, study: optuna.Study, storage: optuna.storages.BaseStorage | str, task: str):
+        self.study, self.storage, self.task = study, storage, task
+        self.done_key = f"{task}_enqueued"
+
+    def __enter__(self) -> bool:
+        if self.study.user_attrs.get(self.done_key):
+            return False
+        try:
+            optuna.create_study(study_name=f"{self.study.study_name}#{self.task}-lock", storage=self.storage)
+        except optuna.exceptions.DuplicatedStudyError:
+            self._wait()
+            return False
+        self.owner = True
+        return True
+
+    def __exit__(self, kind, error, traceback) -> None:
+        if getattr(self, "owner", False) and error is None:
+            self.study.set_user_attr(self.done_key, True)
+
+    def _wait(self) -> None:
+        deadline = time.monotonic() + LOCK_WAIT_S
+        while not self.study.user_attrs.get(self.done_key):
+            if time.monotonic() > deadline:
+                log.warning("%s: another worker started enqueueing %s trials and did not finish within %.0f s; "
+                            "going on without them", self.study.study_name, self.task, LOCK_WAIT_S)
+                return
+            time.sleep(0.5)
+
+
+def enqueue_grid(study: optuna.Study, spec: StudySpec) -> None:
+    """Enqueue every grid point once, so that workers take points from the queue and none runs twice.
+
+    GridSampler alone lets workers that start together pick the same point, because each reads
+    the points taken so far before any of them has stored its pick.
+    """
+    import itertools
+
+    keys = list(spec.grid)
+    for values in itertools.product(*(spec.grid[key] for key in keys)):
+        study.enqueue_trial(dict(zip(keys, values)), user_attrs={"phase": SEARCH})
 
 
 def _phase(trial: FrozenTrial) -> str:
@@ -359,7 +427,10 @@ class Runner:
                         "the confirmation starts without them", self.spec.name, pending)
 
     def _confirm(self) -> None:
-        self._enqueue_confirmation()
+        with once(self.study, open_storage(self.storage), f"confirm-{self.budget.name}") as owner:
+            if owner:
+                self._enqueue_confirmation()
+        self._enqueue_confirmation()  # fills in what an interrupted earlier enqueueing left out
         while True:
             self._prepare()
             waiting = [t for t in self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,))]

@@ -68,12 +68,12 @@ def test_workers_share_one_grid_study(tmp_path):
         assert len(parents) == WORKERS
         ran = {tracking.read_run(run_id, server)["tags"]["mlflow.parentRunId"] for run_id in frame["mlflow_run_id"]}
         assert len(ran) >= 2
-        for row in frame.itertuples():
-            run = tracking.read_run(row.mlflow_run_id, server)
+        for _, row in frame.iterrows():
+            run = tracking.read_run(row["mlflow_run_id"], server)
             assert run["status"] == "FINISHED"
-            assert run["tags"]["trial_number"] == str(row.number)
-            assert float(run["params"]["method.z_penalty"]) == row._asdict()["params_method.z_penalty"]
-            artifacts = tracking.list_artifacts(row.mlflow_run_id, uri=server)
+            assert run["tags"]["trial_number"] == str(row["number"])
+            assert float(run["params"]["method.z_penalty"]) == row["params_method.z_penalty"]
+            artifacts = tracking.list_artifacts(row["mlflow_run_id"], uri=server)
             assert "checkpoint/model.safetensors" in artifacts
             assert "samples/epoch_0001.png" in artifacts
         assert any((tmp_path / "artifacts").rglob("model.safetensors"))
