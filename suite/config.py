@@ -470,6 +470,13 @@ def validate(cfg: RunConfig) -> None:
 
     size = data.train_size(d)
     _check(
+        size > 0,
+        "data.source",
+        d.source,
+        "a source with training examples after data.limit and data.holdout; an image folder needs "
+        ".png, .jpg, .jpeg or .webp files, directly or in one level of class subfolders",
+    )
+    _check(
         t.batch_size <= size,
         "train.batch_size",
         t.batch_size,

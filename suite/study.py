@@ -41,8 +41,9 @@ log = logging.getLogger(__name__)
 CONFIRM = "confirm"
 # A running trial writes a heartbeat this often; one without a heartbeat for the grace period is
 # failed and retried. The environment variables shorten both for tests and for quick restarts.
-HEARTBEAT_INTERVAL_S = int(os.environ.get("AEGAN_SUITE_HEARTBEAT_S", "60"))
-GRACE_PERIOD_S = int(os.environ.get("AEGAN_SUITE_GRACE_PERIOD_S", "180"))
+# A trial whose worker wrote no heartbeat for GRACE_PERIOD_S seconds counts as dead and is retried.
+HEARTBEAT_INTERVAL_S = int(os.environ.get("AEGAN_SUITE_HEARTBEAT_S", "10"))
+GRACE_PERIOD_S = int(os.environ.get("AEGAN_SUITE_GRACE_PERIOD_S", "30"))
 SCHEMA_ATTEMPTS = 3  # tries to open a new RDB storage that other workers are creating at the same time
 MAX_RETRIES = 2  # retries of one trial whose worker died or was interrupted
 DONE_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -113,7 +114,9 @@ def warn_concurrent_sqlite(study: optuna.Study, url: str) -> None:
     if live:
         log.warning("%s: trials %s are running in another worker on the SQLite storage %s; for several workers "
                     "use one PostgreSQL database: --storage postgresql+psycopg2://USER:PASSWORD@HOST:PORT/DATABASE "
-                    "(see 'Running on many machines' in README.md)", study.study_name, live, url)
+                    "(see 'Running on many machines' in README.md). If no other worker runs, their worker died "
+                    "less than %d s ago: wait that long and rerun, and they are retried from their checkpoints",
+                    study.study_name, live, url, GRACE_PERIOD_S)
 
 
 def _storage_exists(url: str) -> bool:

@@ -7,12 +7,9 @@ calls it once per data source of the study.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
-import os
 import sys
 import time
-from collections.abc import Iterator
 
 import torch
 
@@ -133,20 +130,6 @@ def main(argv: list[str] | None = None) -> int:
     return _run(specs, args, storage)
 
 
-@contextlib.contextmanager
-def _fail_fast_http() -> Iterator[None]:
-    """Let MLflow's HTTP client try once with a short timeout (its default retries for minutes)."""
-    quick = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
-    before = {key: os.environ.get(key) for key in quick}
-    os.environ.update({key: value for key, value in quick.items() if before[key] is None})
-    try:
-        yield
-    finally:
-        for key, value in before.items():
-            if value is None:
-                os.environ.pop(key, None)
-
-
 def _run(specs: list[StudySpec], args: argparse.Namespace, storage: str) -> int:
     from tqdm.contrib.logging import logging_redirect_tqdm
 
@@ -159,8 +142,7 @@ def _run(specs: list[StudySpec], args: argparse.Namespace, storage: str) -> int:
     started = time.monotonic()
     try:
         study.check_storage(storage)
-        with _fail_fast_http():
-            tracking.check_reachable(args.tracking_uri)
+        tracking.check_reachable(args.tracking_uri)
     except (RuntimeError, StudyError) as error:
         log.error("%s", error)
         return 1

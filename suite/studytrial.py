@@ -97,7 +97,7 @@ class TrialRunner:
 
         Args:
             request: the trial.
-            on_run_id: called with the MLflow run id as soon as it is known (first evaluation).
+            on_run_id: called with the MLflow run id as soon as the run exists.
             on_failure: called with the reason of a failed trial before the exception propagates.
             prune_check: called after each evaluation but the last; a returned reason stops the run.
 
@@ -119,6 +119,11 @@ class TrialRunner:
                     on_run_id(known["run_id"])
             return known["run_id"]
 
+        def started(new_run_id: str) -> None:
+            # Stored before the first epoch, so that a trial whose worker dies can always be traced.
+            known["run_id"] = new_run_id
+            on_run_id(new_run_id)
+
         def on_evaluation(epoch: int, metrics: dict[str, float]) -> str | None:
             run_id()  # stored at the first evaluation, so that a trial whose worker dies can be traced
             value = metrics.get(self.spec.objectives[0])
@@ -135,7 +140,7 @@ class TrialRunner:
         try:
             result = train.train(cfg, resume=resume_run is not None, tracking_uri=self.tracking_uri,
                                  parent_run_id=self.parent_run_id, tags=tags, progress=self.progress,
-                                 on_evaluation=on_evaluation)
+                                 on_evaluation=on_evaluation, on_start=started)
         except train.Diverged as error:
             fail(str(error))
             raise TrialFailed(str(error)) from error

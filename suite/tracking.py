@@ -11,6 +11,7 @@ it becomes a tag ``nonfinite.<key>`` saying which value it was and at which step
 from __future__ import annotations
 
 import logging
+import os
 import math
 import subprocess
 import time
@@ -259,10 +260,16 @@ def download_artifact(run_id: str, path: str, dst_dir: str | Path, uri: str | No
 def check_reachable(uri: str | None = None) -> None:
     """Fail fast when the tracking store cannot be reached, before any training starts.
 
+    MLflow's HTTP client retries for minutes by default, so the check allows one attempt with a
+    10 s timeout (unless MLFLOW_HTTP_REQUEST_MAX_RETRIES or MLFLOW_HTTP_REQUEST_TIMEOUT are set).
+
     Raises:
         RuntimeError: the store did not respond; the message names the URI and how to fix it.
     """
     resolved = tracking_uri(uri)
+    quick = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+    unset = [key for key in quick if key not in os.environ]
+    os.environ.update({key: quick[key] for key in unset})
     try:
         MlflowClient(resolved).search_experiments(max_results=1)
     except Exception as error:  # MLflow raises many types here (requests, sqlalchemy, its own)
@@ -271,6 +278,9 @@ def check_reachable(uri: str | None = None) -> None:
             "start the server or pass another --tracking-uri (the default is sqlite:///mlflow.db "
             "in the working folder)"
         ) from error
+    finally:
+        for key in unset:
+            os.environ.pop(key, None)
 
 
 def set_run_tags(run_id: str, tags: dict[str, Any], uri: str | None = None) -> None:

@@ -161,6 +161,7 @@ def train(
     parent_run_id: str | None = None,
     tags: dict[str, str] | None = None,
     on_evaluation: EvaluationCallback | None = None,
+    on_start: Callable[[str], None] | None = None,
     progress: bool = True,
 ) -> RunResult:
     """Train one run of ``cfg`` and track it in MLflow.
@@ -173,6 +174,7 @@ def train(
         tags: extra MLflow tags (study, trial, phase, ...).
         on_evaluation: called after each evaluation (and its checkpoint) with the epoch and the
             metrics; a returned string stops the run early with that reason (used for pruning).
+        on_start: called with the MLflow run id as soon as the run exists, before any epoch.
         progress: show a progress bar.
 
     Returns:
@@ -198,6 +200,8 @@ def train(
         loop.restore(state)
         log.info("resumed %s at epoch %d, step %d", out_dir, loop.epoch, loop.step)
     run = _open_run(cfg, dataset, device, state, tracking_uri, parent_run_id, tags)
+    if on_start is not None:
+        on_start(run.run_id)
     run.set_tags(eval_tags)
     try:
         return _run_epochs(loop, run, evaluator, out_dir, on_evaluation, progress)
