@@ -7,6 +7,7 @@ batches in a resumable order, the step, statistics kept on the device, the finit
 from __future__ import annotations
 
 import math
+import threading
 import time
 from contextlib import nullcontext
 from typing import Any
@@ -15,6 +16,9 @@ import torch
 from tqdm.auto import tqdm
 
 from suite import config, data, imaging, models, objectives, tracking
+
+# Set by a SIGTERM or SIGINT handler (``suite.train.stop_on_sigterm``); checked between steps.
+STOP = threading.Event()
 
 
 class Diverged(RuntimeError):
@@ -125,6 +129,8 @@ def run_epoch(loop: Loop, run: tracking.Run, bar: tqdm) -> dict[str, float]:
     check_every = 1 if loop.device.type == "cpu" else cfg.train.log_every
     started = time.perf_counter()
     for x in loop.batches(epoch):
+        if STOP.is_set():
+            raise KeyboardInterrupt("stop requested by a signal")
         z = torch.randn(x.shape[0], cfg.model.nz, device=loop.device)
         stats = loop.trainer.step(x, z)
         loop.step += 1

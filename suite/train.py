@@ -30,7 +30,7 @@ import torch
 from tqdm.auto import tqdm
 
 from suite import checkpoint, config, data, imaging, tracking
-from suite.loop import Diverged, Loop, run_epoch
+from suite.loop import STOP, Diverged, Loop, run_epoch
 
 log = logging.getLogger(__name__)
 
@@ -265,16 +265,24 @@ def _log_final_artifacts(loop: Loop, run: tracking.Run, out_dir: Path) -> None:
 
 
 def stop_on_sigterm() -> None:
-    """Make SIGTERM stop a run the way Ctrl-C does: the run is marked KILLED, checkpoints stay.
+    """Make SIGTERM and Ctrl-C stop a run at the next step: the run is marked KILLED, checkpoints stay.
 
-    The last checkpoint is the one written after the last complete epoch, so ``--resume``
-    repeats the interrupted epoch exactly.
+    The first signal only sets ``suite.loop.STOP``, which the loop checks between steps, because an
+    exception raised inside a database write (MLflow's or Optuna's SQLite) leaves that database
+    locked for the rest of the process. A second signal interrupts at once. The last checkpoint
+    is the one written after the last complete epoch, so ``--resume`` repeats the interrupted
+    epoch exactly.
     """
 
-    def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
+    def request_stop(signum: int, frame: Any) -> None:
+        if STOP.is_set():
+            raise KeyboardInterrupt(f"signal {signum} received twice")
+        STOP.set()
+        log.warning("signal %d received: stopping after the current training step (send it again to stop now)",
+                    signum)
 
-    signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
 
 
 def main(argv: list[str] | None = None) -> int:
