@@ -1,37 +1,15 @@
 """The domain classifier: its cache on disk, its extractor registration and its accuracy."""
 
 import math
-import socket
 import time
 
 import pytest
 import torch
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
-from suite import data
-from suite.config import DataConfig, EvalConfig
+from suite.config import EvalConfig
 from suite.metrics import cache, classifier, domain
-
-CPU = torch.device("cpu")
-TEST_CLASSIFIER_EPOCHS = 4  # the same as the other metrics tests, so the session trains it once
-
-
-def _refuse_connection(*args, **kwargs):
-    raise OSError("network access is disabled in the metrics tests")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def offline(tmp_path_factory):
-    """No network; one suite cache per session, so the domain classifier trains once."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(socket.socket, "connect", _refuse_connection)
-        patch.setenv(cache.CACHE_ENV, str(tmp_path_factory.getbasetemp() / "aegan-suite-cache"))
-        yield
-
-
-@pytest.fixture(scope="module")
-def mnist(offline):
-    return data.load(DataConfig())
+from metrics_support import CPU, TEST_CLASSIFIER_EPOCHS, mnist, offline  # noqa: F401 (fixtures)
 
 
 def test_cache_dir_from_environment(monkeypatch, tmp_path):

@@ -4,7 +4,6 @@ import dataclasses
 import hashlib
 import math
 import shutil
-import socket
 
 import pytest
 import torch
@@ -12,33 +11,14 @@ from torch import nn
 
 from suite import config, data, models
 from suite.metrics import Evaluator, InceptionWeightsError, cache, classifier, diagnostics, domain, inception, keys
+from metrics_support import CPU, TEST_CLASSIFIER_EPOCHS, mnist, offline  # noqa: F401 (fixtures)
 
-CPU = torch.device("cpu")
-TEST_CLASSIFIER_EPOCHS = 4  # the same as the other metrics tests, so the session trains it once
 RADII = (0.0, 0.5, 1.0)
 SMALL_EVAL = [
     "model.nz=16", "model.ngf=8", "model.ndf=8", "model.nef=8", "eval.num_samples=300",
     "eval.radius_samples=200", "eval.kid_subsets=10", "eval.batch_size=300",
     f"eval.classifier_epochs={TEST_CLASSIFIER_EPOCHS}",
 ]
-
-
-def _refuse_connection(*args, **kwargs):
-    raise OSError("network access is disabled in the metrics tests")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def offline(tmp_path_factory):
-    """No network; one suite cache per session, so the domain classifier trains once."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(socket.socket, "connect", _refuse_connection)
-        patch.setenv(cache.CACHE_ENV, str(tmp_path_factory.getbasetemp() / "aegan-suite-cache"))
-        yield
-
-
-@pytest.fixture(scope="module")
-def mnist(offline):
-    return data.load(config.DataConfig())
 
 
 def _cfg(*overrides, radii=RADII):

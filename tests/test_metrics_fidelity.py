@@ -1,6 +1,5 @@
 """torch-fidelity through suite.metrics.fidelity: kwargs, count rules and known values on mnist5k."""
 
-import socket
 
 import pytest
 import torch
@@ -8,30 +7,8 @@ import torchvision.transforms.functional as TF
 from torch_fidelity.defaults import DEFAULTS
 from torch_fidelity.feature_extractor_vgg16 import FeatureExtractorVGG16
 
-from suite import data
-from suite.config import DataConfig
-from suite.metrics import cache, domain, fidelity
-
-CPU = torch.device("cpu")
-TEST_CLASSIFIER_EPOCHS = 4  # enough for >95% held-out accuracy; the default 12 is tested as slow
-
-
-def _refuse_connection(*args, **kwargs):
-    raise OSError("network access is disabled in the metrics tests")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def offline(tmp_path_factory):
-    """No network; one suite cache per session, so the domain classifier trains once."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(socket.socket, "connect", _refuse_connection)
-        patch.setenv(cache.CACHE_ENV, str(tmp_path_factory.getbasetemp() / "aegan-suite-cache"))
-        yield
-
-
-@pytest.fixture(scope="module")
-def mnist(offline):
-    return data.load(DataConfig())
+from suite.metrics import domain, fidelity
+from metrics_support import CPU, TEST_CLASSIFIER_EPOCHS, mnist, offline  # noqa: F401 (fixtures)
 
 
 @pytest.fixture(scope="module")
