@@ -47,7 +47,7 @@ def make_config(objective: str, size: int, channels: int, width: int, batch: int
 
 
 def bare_epoch(state: loop.Loop, epoch: int) -> None:
-    """One epoch of the same update written plainly: no statistics, checks or logging."""
+    """Run one epoch of the same update written plainly, without statistics, checks or logging."""
     nets, opt, method = state.nets, state.optimizers, state.cfg.method
     bce = F.binary_cross_entropy_with_logits
     for x in state.batches(epoch):

@@ -310,7 +310,7 @@ def _coerce(key: str, value: Any) -> Any:
 def parse_override(text: str) -> tuple[str, Any]:
     """Split one ``key=value`` override and read the value for the key's type.
 
-    The value is read as a TOML value (``0.1``, ``true``, ``[0.5, 0.9]``); for text keys an
+    The value is read as a TOML value (``0.1``, ``true``, ``[0.5, 0.9]``). For text keys an
     unquoted value is taken literally, so ``run_name=nan`` is the text "nan", not a float.
     """
     if "=" not in text:

@@ -1,7 +1,8 @@
 """The state of one run between steps and one epoch of training.
 
-``suite.train`` drives a ``Loop`` epoch by epoch; this module contains what happens inside an epoch:
-batches in a resumable order, the step, statistics kept on the device, the finiteness guard.
+``suite.train`` drives a ``Loop`` epoch by epoch. This module contains what happens inside an
+epoch: batches in a resumable order, the step, statistics kept on the device and the
+finiteness guard.
 """
 
 from __future__ import annotations

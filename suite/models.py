@@ -2,7 +2,7 @@
 
 Image nets follow DCGAN (Radford et al., 2016): strided (transposed) convolutions with 4x4
 kernels, batch norm in G and in the hidden layers of D and E, ReLU in G, LeakyReLU(0.2) in D and
-E, tanh on G's output, weights drawn from N(0, 0.02) and batch-norm scales from N(1, 0.02).
+E and tanh on G's output. Weights are drawn from N(0, 0.02), batch-norm scales from N(1, 0.02).
 E is D's body with an ``nz``-wide head (two heads, mean and log-variance, for vaegan).
 """
 

@@ -73,8 +73,8 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
             return RDBStorage(url, heartbeat_interval=HEARTBEAT_INTERVAL_S, grace_period=GRACE_PERIOD_S,
                               heartbeat_stale_trial_callback=retry)
         except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
-            # Workers that start together on a new database all create Optuna's tables, and the
-            # losers of that race get "duplicate key"; on a retry the tables exist.
+            # Workers that start together on a new database all create Optuna's tables. The losers
+            # of that race get "duplicate key", and on a retry the tables exist.
             time.sleep(attempt)
     return RDBStorage(url, heartbeat_interval=HEARTBEAT_INTERVAL_S, grace_period=GRACE_PERIOD_S,
                       heartbeat_stale_trial_callback=retry)
@@ -392,8 +392,9 @@ class Runner:
     def _close_orphaned_runs(self) -> None:
         """Mark KILLED the MLflow runs that a dead worker left RUNNING.
 
-        A failed trial's run is still RUNNING when its worker was killed (SIGKILL, power loss):
-        nothing ended it. A retry that resumes it reopens it, so only runs of no RUNNING trial
+        A failed trial's run is still RUNNING when its worker was killed (SIGKILL, power loss),
+        because nothing ended it. NOTE: the killed invocation's parent run is not closed here and
+        stays RUNNING. A retry that resumes it reopens it, so only runs of no RUNNING trial
         are closed.
         """
         trials = self.study.get_trials(deepcopy=False)

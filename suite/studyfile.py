@@ -2,7 +2,7 @@
 
 A study file contains the base run config, the search space, the baselines, the claims the study
 covers and three budgets. ``docs/studies.md`` documents every key. This module is the one place
-that knows them, and every error names the file and the key.
+that reads them, and every error names the file and the key.
 """
 
 from __future__ import annotations

@@ -173,7 +173,7 @@ def train(
         parent_run_id: nest the run under this MLflow run (a study's parent run).
         tags: extra MLflow tags (study, trial, phase, ...).
         on_evaluation: called after each evaluation (and its checkpoint) with the epoch and the
-            metrics; a returned string stops the run early with that reason (used for pruning).
+            metrics. A returned string stops the run early with that reason (used for pruning).
         on_start: called with the MLflow run id as soon as the run exists, before any epoch.
         progress: show a progress bar.
 

@@ -111,7 +111,7 @@ def test_killed_worker_trial_resumes(tmp_path, cache):
     resumed = tracking.read_run(dead_run, uri)
     assert resumed["status"] == "FINISHED"
     assert resumed["tags"]["trial_number"] == "2"
-    # Epoch 2 may have been logged before the kill and again after the resume; the resume
+    # Epoch 2 may have been logged before the kill and again after the resume. The resume
     # repeats it bit for bit, so each step has one value.
     history = tracking.metric_history(dead_run, "loss_D_real", uri)
     assert {step: {value} for step, value in history} == {step: {v for s, v in history if s == step}

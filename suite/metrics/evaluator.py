@@ -148,6 +148,8 @@ class Evaluator:
             self.spec = self.domain_spec
         else:
             self.spec = inception.resolve(self.e.inception_weights, self.e.inception_download)
+        # NOTE: the counts are checked only after the domain classifier exists (its feature width
+        # sets FID's minimum), so a too-small data.holdout fails after its training, not before.
         self._check_image_counts()
         self._warm_real_statistics()
         return tags

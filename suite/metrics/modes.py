@@ -7,7 +7,7 @@ Three protocols, each recorded with every result by its ``description``:
   ``max(1, ceil(min_share * N / K))`` samples, i.e. ``min_share`` of its share under a uniform
   histogram, so that a few misclassified samples do not count as a mode.
 - ``stacked-mnist`` (the protocol of VEEGAN and PacGAN): the single-digit
-  classifier labels each channel, giving one of 1,000 modes; a mode counts as covered when it
+  classifier labels each channel, giving one of 1,000 modes. A mode counts as covered when it
   receives at least one sample. The published protocol draws 26,000 samples.
 - ``points`` (PacGAN's 2-D protocol): a sample is high quality when its Euclidean distance to
   the nearest mixture centre is at most 3 standard deviations. A mode counts as covered when at

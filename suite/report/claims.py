@@ -3,7 +3,7 @@
 Each claim compares the confirmation runs of a treatment variant with those of a control
 variant (or tests one variant alone). ``evaluate`` returns a ``Verdict``: supported,
 contradicted or inconclusive, with every number that decided it. The file's header comment
-states the rules in full; ``stats`` holds the tests.
+states the rules in full; ``stats`` contains the tests.
 """
 
 from __future__ import annotations
