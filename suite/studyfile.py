@@ -343,15 +343,30 @@ def _budgets(raw: dict[str, Any], path: Path) -> dict[str, Budget]:
         _expect(path, where, table, dict, "a table")
         table = dict(table)
         counts = {key: table.pop(key) for key in _BUDGET_KEYS if key in table}
+        per_source = _budget_sources(raw, path, where, table.pop("sources", {}))
         timeout = _expect(path, f"{where}.timeout", counts.get("timeout", 0), (int, float), "seconds (0: none)")
         if timeout < 0:
             raise StudyError(f"{path}: invalid value for {where}.timeout: {timeout}; expected seconds >= 0")
         budgets[name] = Budget(
             name=name, n_trials=_int(path, f"{where}.n_trials", counts.get("n_trials", 10), 0),
             seeds=_int(path, f"{where}.seeds", counts.get("seeds", 3), 1), timeout=float(timeout),
-            overrides=_config_keys(path, where, table),
+            overrides=_config_keys(path, where, table), source_overrides=per_source,
         )
     return budgets
+
+
+def _budget_sources(raw: dict[str, Any], path: Path, where: str, tables: Any) -> dict[str, dict[str, Any]]:
+    """Parse ``[budgets.NAME.sources.SOURCE]``: overrides of one budget for one of the study's sources."""
+    _expect(path, f"{where}.sources", tables, dict, "a table of tables, one per data source")
+    known = _data_sources(raw, path)
+    found = {}
+    for source, table in tables.items():
+        if source not in known:
+            raise StudyError(f"{path}: {where}.sources.{source}: {source!r} is not a data source of this study; "
+                             f"expected one of {known}")
+        found[source] = _config_keys(path, f"{where}.sources.{source}", _expect(
+            path, f"{where}.sources.{source}", table, dict, "a table of config overrides"))
+    return found
 
 
 def _check_configs(spec: StudySpec) -> None:

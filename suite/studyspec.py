@@ -88,6 +88,8 @@ class Budget:
     seeds: int  # seeds per confirmation variant
     timeout: float  # seconds after which no new search trial starts; 0 means none
     overrides: dict[str, Any]
+    # per data source: overrides applied after ``overrides``, for sources that cost far more per epoch
+    source_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass
@@ -215,9 +217,13 @@ def source_slug(source: str) -> str:
 
 
 def trial_values(spec: StudySpec, budget: Budget, source: str, overrides: dict[str, Any], seed: int) -> dict[str, Any]:
-    """Return the dotted config values of one trial: base, data source, budget, then the trial's overrides."""
-    return {**spec.base, **spec.sources.get(source, {}), **budget.overrides, **overrides, "data.source": source,
-            "train.seed": seed}
+    """Return the dotted config values of one trial.
+
+    Later layers win: base, data source, budget, the budget's table for this data source, then
+    the trial's overrides.
+    """
+    return {**spec.base, **spec.sources.get(source, {}), **budget.overrides, **budget.source_overrides.get(source, {}),
+            **overrides, "data.source": source, "train.seed": seed}
 
 
 def _toml_text(value: Any) -> str:

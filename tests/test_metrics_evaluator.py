@@ -200,10 +200,22 @@ def test_too_few_samples_rejected_before_training(mnist):
         evaluator.prepare()
 
 
-def test_too_small_holdout_rejected(mnist):
+def test_too_small_holdout_rejected_before_classifier(mnist, tmp_path, monkeypatch):
+    monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path))  # an empty cache: a classifier would train here
     small = dataclasses.replace(mnist, holdout=mnist.holdout[:40], holdout_labels=mnist.holdout_labels[:40])
-    with pytest.raises(ValueError, match=r"got 40; raise data.holdout"):
+    with pytest.raises(ValueError, match=r"needs at least 65 generated samples, got 40; the held-out split has "
+                                         r"only 40 images: raise data.holdout"):
         Evaluator(_cfg(), small, CPU).prepare()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_data_smaller_than_sample_count_rejected_before_classifier(mnist, tmp_path, monkeypatch):
+    monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path))
+    small = dataclasses.replace(mnist, train=mnist.train[:60], train_labels=mnist.train_labels[:60])
+    with pytest.raises(ValueError, match=r"needs at least 65 real samples, got 60; the training split has only 60 "
+                                         r"images: use more data \(data.limit, data.holdout\)"):
+        Evaluator(_cfg("eval.num_samples=500"), small, CPU).prepare()
+    assert list(tmp_path.iterdir()) == []
 
 
 # ----------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ reaches it as ``feature_extractor_weights_path``.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 
 import torch
@@ -139,15 +140,28 @@ def obtain(dataset, epochs: int, device: torch.device) -> tuple[classifier.Train
                          "labels: use eval.extractor = \"inception-v3-compat\"")
     fingerprint, train_data, holdout_data, classes = _training_data(dataset)
     trained = classifier.obtain(fingerprint, train_data, holdout_data, classes, epochs, device)
-    stacked = is_stacked(dataset)
     weights_digest = hashlib.sha256(trained.path.read_bytes()).hexdigest()[:12]
-    spec = ExtractorSpec(
+    spec = dataclasses.replace(shape_spec(dataset), weights_path=str(trained.path),
+                               cache_id=f"{trained.path.stem.removeprefix('domain-')}-{weights_digest}")
+    return trained, spec
+
+
+def shape_spec(dataset) -> ExtractorSpec:
+    """Describe the extractor of ``dataset`` without its weights: enough for the count rules.
+
+    Raises:
+        ValueError: the data set is not labelled image data.
+    """
+    if not is_labelled(dataset):
+        raise ValueError(f"the domain extractor needs labelled image data; {dataset.source!r} has no "
+                         "labels: use eval.extractor = \"inception-v3-compat\"")
+    stacked = is_stacked(dataset)
+    return ExtractorSpec(
         name=NAME_PER_CHANNEL if stacked else NAME,
         feature_layer=FEATURES,
         logits_layer=LOGITS,
         feature_dim=classifier.FEATURE_DIM * (STACKED_CHANNELS if stacked else 1),
-        num_classes=classes**STACKED_CHANNELS if stacked else classes,
-        weights_path=str(trained.path),
-        cache_id=f"{trained.path.stem.removeprefix('domain-')}-{weights_digest}",
+        num_classes=dataset.num_modes,  # stacked-mnist: 10 ** 3 digit triples
+        weights_path="",
+        cache_id="",
     )
-    return trained, spec

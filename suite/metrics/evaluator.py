@@ -136,6 +136,10 @@ class Evaluator:
 
     def _prepare_images(self) -> dict[str, str]:
         tags = {keys.TAG_EXTRACTOR: self.extractor}
+        # The count rules need only the extractor's widths, so a too-small split or sample count
+        # fails here, before the domain classifier trains or the Inception weights load.
+        shape = domain.shape_spec(self.dataset) if self.extractor == "domain" else inception.shape_spec()
+        self._check_image_counts(shape, labelled=domain.is_labelled(self.dataset))
         if self.extractor == "domain" or domain.is_labelled(self.dataset):
             trained, self.domain_spec = domain.obtain(self.dataset, self.e.classifier_epochs, self.device)
             cls = domain.PerChannelDomainFeatureExtractor if self.stacked else domain.DomainFeatureExtractor
@@ -148,9 +152,6 @@ class Evaluator:
             self.spec = self.domain_spec
         else:
             self.spec = inception.resolve(self.e.inception_weights, self.e.inception_download)
-        # NOTE: the counts are checked only after the domain classifier exists (its feature width
-        # sets FID's minimum), so a too-small data.holdout fails after its training, not before.
-        self._check_image_counts()
         self._warm_real_statistics()
         return tags
 
@@ -165,15 +166,20 @@ class Evaluator:
         modes.check_count(self.e.point_samples, k, "eval.point_samples")
         modes.check_count(self.e.radius_samples, k, "eval.radius_samples")
 
-    def _check_image_counts(self) -> None:
-        e, spec = self.e, self.spec
+    def _check_image_counts(self, spec: fidelity.ExtractorSpec, labelled: bool) -> None:
+        e = self.e
+        train_side = (f"the training split has only {len(self.dataset.train)} images: use more data "
+                      "(data.limit, data.holdout) or lower the generated count")
         fidelity.check_counts(spec, self.settings, measure.PRIOR_METRICS, e.num_samples, len(self.real_prior),
-                              "eval.num_samples")
-        fidelity.check_fid_counts(spec, e.radius_samples, len(self.real_prior), "eval.radius_samples")
+                              "eval.num_samples", train_side)
+        fidelity.check_fid_counts(spec, e.radius_samples, len(self.real_prior), "eval.radius_samples",
+                                  train_side)
         if self.has_encoder:
+            # Reconstructions of the held-out images against those images: both sides are the split.
             n = len(self.real_holdout)
-            fidelity.check_counts(spec, self.settings, measure.REC_METRICS, n, n, "data.holdout")
-        if self.labeller is not None:
+            held_out = f"the held-out split has only {n} images: raise data.holdout"
+            fidelity.check_counts(spec, self.settings, measure.REC_METRICS, n, n, held_out, held_out)
+        if labelled:
             modes.check_count(self.mode_sample_count, self.dataset.num_modes,
                               "eval.stacked_mode_samples" if self.stacked else "eval.num_samples")
             modes.check_count(e.radius_samples, self.dataset.num_modes, "eval.radius_samples")

@@ -112,33 +112,41 @@ def cache_name(*parts: object) -> str:
 
 
 def _require(metric: str, count: int, minimum: int, what: str, setting: str) -> None:
+    """Raise ValueError when ``count < minimum``; ``setting`` is the setting to raise, or a whole fix."""
     if count < minimum:
+        fix = setting if " " in setting else f"raise {setting}"
         raise ValueError(
-            f"{metric} needs at least {minimum} {what} samples, got {count}; raise {setting} "
+            f"{metric} needs at least {minimum} {what} samples, got {count}; {fix} "
             f"(rules in suite.metrics.fidelity)"
         )
 
 
-def check_fid_counts(spec: ExtractorSpec, n_gen: int, n_real: int, setting: str) -> None:
+# How to get more real images when the caller does not say.
+REAL_SETTING = "use more real images (data.limit, data.holdout)"
+
+
+def check_fid_counts(spec: ExtractorSpec, n_gen: int, n_real: int, setting: str,
+                     real_setting: str = REAL_SETTING) -> None:
     """Raise ValueError when either side has at most ``feature_dim`` samples."""
     minimum = spec.feature_dim + 1
     metric = f"FID with {spec.feature_dim}-dimensional {spec.name} features"
     _require(metric, n_gen, minimum, "generated", setting)
-    _require(metric, n_real, minimum, "real", "the held-out or training split")
+    _require(metric, n_real, minimum, "real", real_setting)
 
 
-def kid_subset_size(configured: int, n_gen: int, n_real: int, setting: str) -> int:
+def kid_subset_size(configured: int, n_gen: int, n_real: int, setting: str,
+                    real_setting: str = REAL_SETTING) -> int:
     """Return the KID subset size for these counts; raise ValueError below ``KID_MIN_SUBSET``."""
     _require("KID", n_gen, KID_MIN_SUBSET, "generated", setting)
-    _require("KID", n_real, KID_MIN_SUBSET, "real", "the held-out or training split")
+    _require("KID", n_real, KID_MIN_SUBSET, "real", real_setting)
     _require("KID", configured, KID_MIN_SUBSET, "subset", "eval.kid_subset_size")
     return min(configured, n_gen, n_real)
 
 
-def check_prc_counts(k: int, n_gen: int, n_real: int, setting: str) -> None:
+def check_prc_counts(k: int, n_gen: int, n_real: int, setting: str, real_setting: str = REAL_SETTING) -> None:
     """Raise ValueError unless both sides have more than ``k`` samples."""
     _require(f"precision/recall with k={k}", n_gen, k + 1, "generated", setting)
-    _require(f"precision/recall with k={k}", n_real, k + 1, "real", "the held-out or training split")
+    _require(f"precision/recall with k={k}", n_real, k + 1, "real", real_setting)
 
 
 def isc_splits(spec: ExtractorSpec, configured: int, n_gen: int, setting: str) -> int:
@@ -148,17 +156,20 @@ def isc_splits(spec: ExtractorSpec, configured: int, n_gen: int, setting: str) -
 
 
 def check_counts(spec: ExtractorSpec, settings: FidelitySettings, metrics: set[str], n_gen: int,
-                 n_real: int, setting: str) -> None:
-    """Apply every count rule of ``metrics`` (names in ``METRIC_NAMES``) to one comparison."""
+                 n_real: int, setting: str, real_setting: str = REAL_SETTING) -> None:
+    """Apply every count rule of ``metrics`` (names in ``METRIC_NAMES``) to one comparison.
+
+    ``setting`` and ``real_setting`` name what raises the generated and the real count.
+    """
     unknown = metrics - METRIC_NAMES
     if unknown:
         raise ValueError(f"unknown metric names {sorted(unknown)}; expected some of {sorted(METRIC_NAMES)}")
     if "fid" in metrics:
-        check_fid_counts(spec, n_gen, n_real, setting)
+        check_fid_counts(spec, n_gen, n_real, setting, real_setting)
     if "kid" in metrics:
-        kid_subset_size(settings.kid_subset_size, n_gen, n_real, setting)
+        kid_subset_size(settings.kid_subset_size, n_gen, n_real, setting, real_setting)
     if "prc" in metrics:
-        check_prc_counts(settings.prc_neighborhood, n_gen, n_real, setting)
+        check_prc_counts(settings.prc_neighborhood, n_gen, n_real, setting, real_setting)
     if "isc" in metrics:
         isc_splits(spec, settings.isc_splits, n_gen, setting)
 
