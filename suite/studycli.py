@@ -123,6 +123,13 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", error)
         return 2
     if args.dry_run:
+        from suite.study import check_storage_url
+
+        try:
+            check_storage_url(storage)
+        except StudyError as error:
+            log.error("%s", error)
+            return 2
         for sub in specs:
             print("\n".join(studyplan.describe(sub, args.budget, args.n_trials, args.timeout, storage,
                                                args.tracking_uri, args.device)))

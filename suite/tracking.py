@@ -10,9 +10,10 @@ it becomes a tag ``nonfinite.<key>`` saying which value it was and at which step
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import os
 import math
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 FINISHED, FAILED, KILLED = "FINISHED", "FAILED", "KILLED"
 MAX_BATCH = 1000  # MLflow's log_batch limit on metrics per request
 PARENT_TAG = "mlflow.parentRunId"  # MLflow's own tag for nested runs
+SUPERSEDED_TAG = "superseded"  # on runs confirming a "best" that a search trial finished later beat
 
 
 def tracking_uri(uri: str | None = None) -> str:
@@ -257,6 +259,33 @@ def download_artifact(run_id: str, path: str, dst_dir: str | Path, uri: str | No
     return Path(local)
 
 
+@contextlib.contextmanager
+def _creation_lock(uri: str):
+    """Hold an exclusive lock on ``<file>.lock`` next to an SQLite store while it is opened.
+
+    MLflow creates and migrates a new store's tables on first open. Processes that do this at
+    the same time (workers started together) fail with "table ... already exists" or
+    "duplicate column name", and can leave the schema half-migrated for good; the lock makes
+    them take turns. Other stores, and systems without ``fcntl``, are opened without it.
+    """
+    path = uri.removeprefix("sqlite:///") if uri.startswith("sqlite:///") else None
+    try:
+        import fcntl
+    except ImportError:
+        fcntl = None
+    if path is None or fcntl is None or path in ("", ":memory:"):
+        yield
+        return
+    lock = Path(path).expanduser().with_name(Path(path).name + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def check_reachable(uri: str | None = None) -> None:
     """Fail fast when the tracking store cannot be reached, before any training starts.
 
@@ -271,7 +300,8 @@ def check_reachable(uri: str | None = None) -> None:
     unset = [key for key in quick if key not in os.environ]
     os.environ.update({key: quick[key] for key in unset})
     try:
-        MlflowClient(resolved).search_experiments(max_results=1)
+        with _creation_lock(resolved):
+            MlflowClient(resolved).search_experiments(max_results=1)
     except Exception as error:  # MLflow raises many types here (requests, sqlalchemy, its own)
         raise RuntimeError(
             f"MLflow tracking store {resolved!r} cannot be reached ({type(error).__name__}: {error}); "

@@ -21,6 +21,7 @@ import torch
 
 from servers import free_port
 from suite import checkpoint, study, studycli, studyfile, tracking
+from suite.report import runs as report_runs
 
 REPO = Path(__file__).resolve().parent.parent
 TWO_EPOCHS = [('seeds = 1\n', 'seeds = 1\n"train.epochs" = 2\n'),
@@ -118,6 +119,17 @@ def test_killed_worker_trial_resumes(tmp_path, cache):
                                                           for step in (1, 2)}
     # Each configuration counts once: the failed trial has no value, the retry has one.
     assert frame["fid_domain"].notna().sum() == 2
+    # In the report too: two search configurations, one run each, no run listed twice.
+    loaded = report_runs.load(name, uri)
+    configurations = report_runs.configurations(loaded.frame, "search")
+    assert sorted(c.run_ids[0] for c in configurations) == sorted([frame.loc[0, "mlflow_run_id"], dead_run])
+    assert [(c.seeds, c.duplicates) for c in configurations] == [(1, []), (1, [])]
+    assert len(loaded.frame) == 2
+    # The killed invocation's parent run is closed as KILLED by the next one, which finishes.
+    first_parent, second_parent = study._load(name, storage).user_attrs["parent_run_ids"]
+    assert tracking.read_run(first_parent, uri)["status"] == "KILLED"
+    assert tracking.read_run(second_parent, uri)["status"] == "FINISHED"
+    assert f"MLflow parent run {first_parent} stopped without ending it; marked KILLED" in output
 
 
 @pytest.mark.slow
@@ -199,6 +211,32 @@ def test_bad_storage_url_fails_fast(stored, caplog, url, shown):
     assert shown in caplog.text
     assert "postgresql+psycopg2://USER:PASSWORD@HOST:PORT/DATABASE" in caplog.text
     _kept_intact(folder, storage)
+
+
+def test_processes_opening_a_new_store_together(tmp_path):
+    """Four processes create one new MLflow SQLite store at once; every one of them opens it."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    code = f"from suite import tracking; tracking.check_reachable({uri!r}); print('opened')"
+    processes = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  text=True) for _ in range(4)]
+    outputs = [p.communicate(timeout=120)[0] for p in processes]
+    assert [p.returncode for p in processes] == [0] * 4, outputs
+    assert all(out.strip().endswith("opened") for out in outputs), outputs
+
+
+@pytest.mark.parametrize("url, shown", [
+    ("notaurl", "ArgumentError"),
+    ("nosuchdb://x", "NoSuchModuleError"),
+    ("journal:{missing}/study.log", "does not exist"),
+])
+def test_dry_run_checks_storage_url(url, shown, tmp_path, monkeypatch, caplog):
+    monkeypatch.chdir(tmp_path)
+    url = url.format(missing=tmp_path / "missing")
+    with caplog.at_level(logging.ERROR):
+        assert studycli.main(["smoke", "--dry-run", "--storage", url]) == 2
+    assert f"Optuna storage {url!r} cannot be opened" in caplog.text
+    assert shown in caplog.text
+    assert list(tmp_path.iterdir()) == []  # nothing created
 
 
 def test_full_disk_keeps_previous_checkpoint(tmp_path, monkeypatch):

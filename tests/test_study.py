@@ -11,10 +11,12 @@ import re
 import time
 from pathlib import Path
 
+import optuna
 import pytest
 import torch
 
 from suite import objectives, study, studycli, studyfile, tracking, train
+from suite.report import runs as report_runs
 
 REPO = Path(__file__).resolve().parent.parent
 STUDIES = sorted(p.stem for p in (REPO / "studies").glob("*.toml") if p.stem not in studyfile.RESERVED_FILES)
@@ -166,8 +168,8 @@ def test_dead_worker_trial_retried(workdir, monkeypatch):
     _copy_smoke(workdir, "stale", [('seeds = 1\n', 'seeds = 1\n"train.epochs" = 2\n'), NO_CONFIRMATION,
                                    ("n_trials = 2\nseeds = 1", "n_trials = 1\nseeds = 1")])
     storage, uri = _stores(workdir)
-    monkeypatch.setattr(study, "HEARTBEAT_INTERVAL_S", 1)
-    monkeypatch.setattr(study, "GRACE_PERIOD_S", 1)
+    monkeypatch.setattr(study.storage, "HEARTBEAT_INTERVAL_S", 1)
+    monkeypatch.setattr(study.storage, "GRACE_PERIOD_S", 1)
     real_train = train.train
 
     def die_after_first_epoch(cfg, **kwargs):
@@ -226,6 +228,43 @@ def test_diverged_trial_recorded_as_failed(workdir, monkeypatch):
     assert not any(isinstance(v, float) and math.isnan(v) for v in frame["fid_domain"][1:])
     # The only complete search trial is the one confirmed as best.
     assert frame.loc[2, "params_method.z_penalty"] == frame.loc[1, "params_method.z_penalty"]
+
+
+def test_late_better_search_trial_is_confirmed_again(workdir):
+    """A search trial that finishes after the confirmation (a retry elsewhere) and beats the best."""
+    _copy_smoke(workdir, "beaten", [("[claims]\nC1", '[confirm]\nvariants = ["best"]\n\n[claims]\n#C1')])
+    storage, uri = _stores(workdir)
+    spec = studyfile.load_spec("beaten")
+    stored = study.open_study(spec, "smoke", storage)
+    space = {"method.z_penalty": optuna.distributions.FloatDistribution(1e-3, 1.0, log=True)}
+    stored.add_trial(optuna.trial.create_trial(params={"method.z_penalty": 0.01}, distributions=space, value=500.0,
+                                               user_attrs={"phase": "search"}))
+    old_run = tracking.Run.start("beaten", "old-best", None, {"kind": "trial", "phase": "confirm", "variant": "best",
+                                                               "budget": "smoke"}, uri)
+    old_run.end(tracking.FINISHED)
+    stored.set_user_attr("best_trial", 0)
+    stored.add_trial(optuna.trial.create_trial(
+        params={"method.z_penalty": 0.01}, distributions=space, value=500.0,
+        user_attrs={"phase": "confirm", "variant": "best", "seed": 1000, "source_trial": 0,
+                    "mlflow_run_id": old_run.run_id}))
+    stored.add_trial(optuna.trial.create_trial(params={"method.z_penalty": 0.5}, distributions=space, value=100.0,
+                                               user_attrs={"phase": "search"}))
+
+    assert _run(workdir, "beaten", "--no-report") == 0
+
+    frame = study.trials_frame("beaten", storage)
+    assert list(zip(frame["phase"], frame["state"])) == [("search", "COMPLETE"), ("confirm", "COMPLETE"),
+                                                         ("search", "COMPLETE"), ("confirm", "COMPLETE")]
+    assert study._load("beaten", storage).user_attrs["best_trial"] == 2
+    assert frame.loc[3, "user_attrs_source_trial"] == 2
+    assert frame.loc[3, "params_method.z_penalty"] == 0.5
+    reason = "superseded: search trial 2 is now the best, not trial 0"
+    assert tracking.read_run(old_run.run_id, uri)["tags"]["superseded"] == reason
+    loaded = report_runs.load("beaten", uri)
+    confirmed = report_runs.configurations(loaded.frame, "confirm")
+    assert [c.run_ids for c in confirmed] == [[frame.loc[3, "mlflow_run_id"]]]
+    old = loaded.frame[loaded.frame["run_id"] == old_run.run_id].iloc[0]
+    assert (old["state"], old["failure_reason"]) == ("superseded", reason)
 
 
 def test_multi_objective_pareto_front(workdir):

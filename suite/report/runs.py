@@ -31,18 +31,22 @@ PHASES = ("search", "confirm")
 META_COLUMNS = ["run_id", "phase", "variant", "seed", "trial_number", "state", "budget", "status",
                 "failure_reason", "config_id", "start_time", "end_time"]
 
-COMPLETE, PRUNED, DIVERGED, FAILED, RUNNING, INTERRUPTED = (
-    "complete", "pruned", "diverged", "failed", "running", "interrupted")
-STATES = (COMPLETE, PRUNED, DIVERGED, FAILED, INTERRUPTED, RUNNING)
+COMPLETE, PRUNED, DIVERGED, FAILED, RUNNING, INTERRUPTED, SUPERSEDED = (
+    "complete", "pruned", "diverged", "failed", "running", "interrupted", "superseded")
+STATES = (COMPLETE, PRUNED, DIVERGED, FAILED, INTERRUPTED, RUNNING, SUPERSEDED)
 
 
 def trial_state(status: str, tags: dict[str, str]) -> str:
-    """Return a run's outcome: complete, pruned, diverged, failed, interrupted or running.
+    """Return a run's outcome: complete, pruned, diverged, failed, interrupted, running or superseded.
 
-    The study's ``trial_state`` tag COMPLETE or PRUNED decides first. Otherwise the MLflow run
+    A ``superseded`` tag decides first: the run confirmed a "best" configuration that a search
+    trial finished later (a retry) has beaten. The study's ``trial_state`` tag COMPLETE or PRUNED
+    decides next. Otherwise the MLflow run
     status decides, and the trainer's ``failure`` tag distinguishes a diverged run (``diverged``)
     and an interrupted one (``interrupted``, which the study retries) from other failures.
     """
+    if tags.get(tracking.SUPERSEDED_TAG):
+        return SUPERSEDED
     state = tags.get("trial_state", "")
     if state == "COMPLETE":
         return COMPLETE
@@ -106,7 +110,7 @@ def _frame(trials: list[dict[str, Any]]) -> pd.DataFrame:
             "state": trial_state(run["status"], tags),
             "budget": tags.get("budget", ""),
             "status": run["status"],
-            "failure_reason": tags.get("failure_reason", tags.get("stopped", "")),
+            "failure_reason": tags.get(tracking.SUPERSEDED_TAG, tags.get("failure_reason", tags.get("stopped", ""))),
             "config_id": config_id(run["params"]),
             "start_time": run["start_time"],
             "end_time": run["end_time"],
