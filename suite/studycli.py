@@ -73,14 +73,17 @@ def list_studies() -> list[str]:
     return lines
 
 
-def sub_studies(spec: StudySpec, data: str | None) -> list[StudySpec]:
-    """Return the study restricted to each data source it runs on (``--data`` replaces the list).
+def sub_studies(spec: StudySpec, data: str | None, budget: str | None = None) -> list[StudySpec]:
+    """Return the study restricted to each data source it runs on.
+
+    ``--data`` replaces the list; otherwise a budget's ``data`` list picks from it.
 
     Raises:
         StudyError: ``--data`` names an unknown source.
     """
     if data is None:
-        return [spec.for_source(source) for source in spec.data_sources]
+        chosen = spec.budgets[budget].data if budget in spec.budgets else ()
+        return [spec.for_source(source) for source in spec.data_sources if not chosen or source in chosen]
     try:
         config.from_flat(studyfile.trial_values(spec, next(iter(spec.budgets.values()), studyfile.Budget(
             "none", 0, 1, 0.0, {})), data, {}, seed=0))
@@ -112,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         spec = studyfile.load_spec(args.name)
         spec.budget(args.budget)
-        specs = sub_studies(spec, args.data)
+        specs = sub_studies(spec, args.data, args.budget)
         if args.n_trials is not None and args.n_trials < 0:
             raise StudyError(f"invalid value for --n-trials: {args.n_trials}; expected an integer >= 0")
         if args.threads is not None and args.threads < 1:

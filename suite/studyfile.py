@@ -25,7 +25,7 @@ _TOP_KEYS = ("description", "data", "objectives", "directions", "base", "sources
 _SEARCH_KEYS = ("sampler", "seed", "random_trials", "population_size", "pruner", "pruner_startup_trials",
                 "pruner_warmup_epochs")
 _CONFIRM_KEYS = ("variants", "seed_start")
-_BUDGET_KEYS = ("n_trials", "seeds", "timeout")
+_BUDGET_KEYS = ("n_trials", "seeds", "timeout", "data")
 _PARAM_KEYS = ("type", "low", "high", "log", "step", "choices")
 SAFE_NAME = re.compile(r"[A-Za-z0-9_-]+")  # a study file's name: no '/', no leading '.'
 
@@ -351,8 +351,22 @@ def _budgets(raw: dict[str, Any], path: Path) -> dict[str, Budget]:
             name=name, n_trials=_int(path, f"{where}.n_trials", counts.get("n_trials", 10), 0),
             seeds=_int(path, f"{where}.seeds", counts.get("seeds", 3), 1), timeout=float(timeout),
             overrides=_config_keys(path, where, table), source_overrides=per_source,
+            data=_budget_data(raw, path, where, counts.get("data")),
         )
     return budgets
+
+
+def _budget_data(raw: dict[str, Any], path: Path, where: str, value: Any) -> tuple[str, ...]:
+    """Parse a budget's ``data``: the study's sources it runs (all when absent)."""
+    if value is None:
+        return ()
+    _expect(path, f"{where}.data", value, list, "a list of the study's data sources")
+    known = _data_sources(raw, path)
+    unknown = [source for source in value if source not in known]
+    if unknown or not value:
+        raise StudyError(f"{path}: invalid value for {where}.data: {value!r}; expected a non-empty list of the "
+                         f"study's data sources {known}")
+    return tuple(value)
 
 
 def _budget_sources(raw: dict[str, Any], path: Path, where: str, tables: Any) -> dict[str, dict[str, Any]]:

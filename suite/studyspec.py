@@ -90,6 +90,8 @@ class Budget:
     overrides: dict[str, Any]
     # per data source: overrides applied after ``overrides``, for sources that cost far more per epoch
     source_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # the study's data sources that this budget runs; empty runs them all
+    data: tuple[str, ...] = ()
 
 
 @dataclass

@@ -255,7 +255,15 @@ def _run_dict(run: Any) -> dict[str, Any]:
 def download_artifact(run_id: str, path: str, dst_dir: str | Path, uri: str | None = None) -> Path:
     """Download one artifact file of a run into ``dst_dir`` and return its local path."""
     Path(dst_dir).mkdir(parents=True, exist_ok=True)
-    local = MlflowClient(tracking_uri(uri)).download_artifacts(run_id, path, str(dst_dir))
+    # MLflow draws a progress bar per file by default; a report downloads dozens of small images.
+    quiet = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR" not in os.environ
+    if quiet:
+        os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
+    try:
+        local = MlflowClient(tracking_uri(uri)).download_artifacts(run_id, path, str(dst_dir))
+    finally:
+        if quiet:
+            os.environ.pop("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", None)
     return Path(local)
 
 

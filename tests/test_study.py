@@ -401,6 +401,31 @@ def test_data_override_renames_study(tmp_path):
         studycli.sub_studies(spec, "mnst")
 
 
+def test_budget_picks_sources_and_overrides_per_source(tmp_path):
+    modes = studyfile.load_spec("modes")
+    assert [s.name for s in studycli.sub_studies(modes, None, "quick")] == ["modes@ring8", "modes@grid25"]
+    assert [s.name for s in studycli.sub_studies(modes, None, "full")] == [
+        "modes@ring8", "modes@grid25", "modes@stacked-mnist"]
+    assert studycli.sub_studies(modes, "stacked-mnist", "quick")[0].name == "modes@stacked-mnist"  # --data wins
+
+    text = (REPO / "studies" / "modes.toml").read_text()
+    text = text.replace("[budgets.full]", '[budgets.quick.sources.grid25]\n"train.epochs" = 9\n\n[budgets.full]')
+    path = tmp_path / "layered.toml"
+    path.write_text(text)
+    spec = studyfile.load_spec(str(path))
+    quick = spec.budget("quick")
+    values = {source: studyfile.trial_values(spec, quick, source, {}, seed=0) for source in ("ring8", "grid25")}
+    assert (values["ring8"]["train.epochs"], values["grid25"]["train.epochs"]) == (6, 9)
+    assert values["grid25"]["model.ngf"] == 128  # the [sources.grid25] table still applies below the budget's
+
+    for bad, message in [('data = ["ring8", "grid25"]', 'data = ["mnist5k"]'),
+                         ("[budgets.quick.sources.grid25]", "[budgets.quick.sources.cifar10]")]:
+        path.write_text(text.replace(bad, message))
+        with pytest.raises(studyfile.StudyError, match="not a data source of this study|invalid value for "
+                                                       "budgets.quick.data"):
+            studyfile.load_spec(str(path))
+
+
 def test_invalid_option_values_rejected(caplog):
     with caplog.at_level(logging.ERROR):
         assert studycli.main(["smoke", "--dry-run", "--threads", "0"]) == 2

@@ -195,11 +195,11 @@ def compare_text(label: str, a: stats.Summary, b: stats.Summary, names: tuple[st
                  expect: str, outcome: stats.Outcome) -> str:
     """Format a two-sample check: both means with intervals, seeds, expectation and test."""
     return (f"{label}: {names[0]} {text.summary(a)} vs {names[1]} {text.summary(b)}, "
-            f"{a.n} vs {b.n} seeds, expected {expect}; {outcome_text(outcome)}")
+            f"{a.n} vs {text.plural(b.n, 'seed')}, expected {expect}; {outcome_text(outcome)}")
 
 
 def threshold_text(label: str, summary: stats.Summary, name: str, side: str, bound: float,
                    outcome: stats.Outcome) -> str:
     """Format a one-sample check: the mean with its interval, seeds, the threshold and test."""
-    return (f"{label}: {name} {text.summary(summary)}, {summary.n} seeds, expected {side} {bound:g}; "
+    return (f"{label}: {name} {text.summary(summary)}, {text.plural(summary.n, 'seed')}, expected {side} {bound:g}; "
             f"{outcome_text(outcome)}")

@@ -31,6 +31,28 @@ def _distinct(frame: pd.DataFrame, column: str) -> str:
     return ", ".join(values) or "unknown"
 
 
+CLASSIFIER_WARNING = 0.9  # held-out accuracy of the domain classifier below which the report warns
+
+
+def _accuracies(frame: pd.DataFrame) -> list[float]:
+    column = f"tags.{keys.TAG_DOMAIN_ACC}"
+    if column not in frame:
+        return []
+    return sorted({float(v) for v in frame[column].dropna() if str(v)})
+
+
+def _weakest_classifier(frame: pd.DataFrame) -> float | None:
+    found = _accuracies(frame)
+    return found[0] if found else None
+
+
+def _classifier_text(frame: pd.DataFrame) -> str:
+    found = _accuracies(frame)
+    if not found:
+        return "none (no run recorded one)"
+    return ", ".join(f"{value:.1%}" for value in found) + " held-out accuracy"
+
+
 def header(runs: StudyRuns, info: StudyInfo, now: datetime.datetime | None = None) -> list[str]:
     """Return the title, the study's identity and the trial counts per phase and state."""
     frame, parents = runs.frame, runs.parents
@@ -49,6 +71,7 @@ def header(runs: StudyRuns, info: StudyInfo, now: datetime.datetime | None = Non
         ["description", description or "(none recorded)"],
         ["data set", f"{data} (fingerprint {_distinct(frame, 'tags.data_fingerprint')})"],
         ["feature extractor", _distinct(frame, f"tags.{keys.TAG_EXTRACTOR}")],
+        ["domain classifier", _classifier_text(frame)],
         ["budget", runs.budget or "(none recorded)"],
         ["device", _distinct(frame, "tags.device")],
         ["code revision", _distinct(frame, "tags.code_revision")],
@@ -59,6 +82,11 @@ def header(runs: StudyRuns, info: StudyInfo, now: datetime.datetime | None = Non
 
     lines = [f"# Study report: {runs.name}", "", f"{DATE_PREFIX}{stamp}", ""]
     lines += text.table(["", ""], rows)
+    weak = _weakest_classifier(frame)
+    if weak is not None and weak < CLASSIFIER_WARNING:
+        lines += ["", f"**Warning:** the domain classifier behind the domain features, modes and IS reaches only "
+                      f"{weak:.1%} held-out accuracy (below {CLASSIFIER_WARNING:.0%}), so those metrics say little "
+                      "here. Raise eval.classifier_epochs (the default 12 reaches about 97% on mnist5k)."]
     if runs.other_budgets:
         others = ", ".join(f"{b or '(none)'} ({text.plural(n, 'trial run')})" for b, n in runs.other_budgets.items())
         lines += ["", f"This experiment also holds other budgets, not in this report: {others}. "

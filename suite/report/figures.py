@@ -107,7 +107,7 @@ def training_curves(configs: list[Configuration], read_history: rules.HistoryRea
             continue
         counts = sorted({c for config in configs for c in config.counts(key) if c is not None}, reverse=True)
         count = counts[0] if counts else None
-        panel = plots.Panel(f"{key} during training", "epoch", f"{key} ({text.count(count)})")
+        panel = plots.Panel(f"{key} during training", "epoch", f"{key} ({text.count(count)})", floor=metric_floor(key))
         for config in configs:
             histories = [rules.history_at_count(read_history, run_id, key, count) for run_id in config.run_ids]
             if not any(histories):
@@ -131,13 +131,25 @@ def _band_by_step(histories: list[rules.History]) -> plots.Band:
                       [s.low for s in summaries], [s.high for s in summaries])
 
 
+# Metrics that cannot go below 0 (KID's unbiased estimate can, so it is not listed).
+NONNEGATIVE = (keys.FID, keys.IS_MEAN, keys.PRECISION, keys.RECALL, keys.F_SCORE, keys.MODES, keys.MODES_KL,
+               keys.HQ_SHARE, keys.SHARPNESS_REL, keys.SAMPLE_VAR_REL, keys.FEATURE_VAR_REL, "code_norm_rel",
+               keys.RECON_ERROR)
+
+
+def metric_floor(key: str) -> float | None:
+    """Return 0.0 for a metric that cannot be negative (by its key's last part), else None."""
+    last = key.rsplit("/", 1)[-1]
+    return 0.0 if any(last == name or last.startswith(name + "_") for name in NONNEGATIVE) else None
+
+
 def radius_sweep(configs: list[Configuration], folder: Path) -> Figure | str:
     """Plot FID and sharpness of decoded codes against the radius r (1 = the prior's typical norm)."""
     items = []
     for name in (resolve_radius_fid(configs), keys.SHARPNESS_REL):
         if name is None:
             continue
-        panel = plots.Panel(f"radius sweep: {name}", "r (code norm / sqrt(nz))", name)
+        panel = plots.Panel(f"radius sweep: {name}", "r (code norm / sqrt(nz))", name, floor=metric_floor(name))
         counts = set()
         for config in configs:
             series = rules.radius_values(config, name)

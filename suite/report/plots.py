@@ -41,6 +41,7 @@ class Panel:
     bands: dict[str, Band] = field(default_factory=dict)     # label -> mean line with interval
     log_x: bool = False
     categories: list[str] | None = None   # categorical x: the order of the categories
+    floor: float | None = None   # the metric's lowest possible value; interval bands are cut there
 
 
 def _finite(x: list, y: list[float]) -> tuple[list, list[float]]:
@@ -68,7 +69,9 @@ def _draw(ax, panel: Panel) -> None:
             ax.plot(x, y, color=colour, marker="o", markersize=3, label=label)
             keep = [i for i, (lo, hi) in enumerate(zip(band.low, band.high)) if math.isfinite(lo) and math.isfinite(hi)]
             if keep:
-                ax.fill_between([band.x[i] for i in keep], [band.low[i] for i in keep],
+                # A t-interval on a few seeds can reach below what the metric can take (FID < 0).
+                lows = [band.low[i] if panel.floor is None else max(band.low[i], panel.floor) for i in keep]
+                ax.fill_between([band.x[i] for i in keep], lows,
                                 [band.high[i] for i in keep], color=colour, alpha=0.15, linewidth=0)
     if panel.categories is not None:
         ax.set_xticks(range(len(panel.categories)), panel.categories)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from suite.config import IGNORED_BY_OBJECTIVE
 from suite.metrics import keys
 from suite.report import stats, text
 from suite.report.claims import EXTRACTOR_ORDER, FEATURE_METRICS
@@ -98,7 +99,7 @@ def metrics_table(configs: list[Configuration], columns: list[Column]) -> list[s
         cells = [config.label, str(config.seeds)]
         for summary, top in zip(row, best):
             cell = _cell(summary, config.seeds)
-            if top is not None and summary.mean == top:
+            if top is not None and summary.n and text.number(summary.mean) == text.number(top):  # ties as shown
                 cell = _bold_mean(cell)
             cells.append(cell)
         cells.append(" ".join(f"`{run_id}`" for run_id in config.run_ids))
@@ -124,6 +125,21 @@ def _bold_mean(cell: str) -> str:
 
 
 def config_table(configs: list[Configuration], params: list[str]) -> list[str]:
-    """Return the markdown lines of a table of the params that differ between configurations."""
-    rows = [[config.label, config.config_id] + [config.param(p) for p in params] for config in configs]
+    """Return the markdown lines of a table of the params that differ between configurations.
+
+    Numbers get 4 significant digits. A param that the configuration's objective does not read
+    (``z_penalty`` for dcgan) shows as ``(unused)``, so it does not pass for a difference.
+    """
+    rows = [[config.label, config.config_id] + [_param_cell(config, p) for p in params] for config in configs]
     return text.table(["configuration", "config id"] + params, rows)
+
+
+def _param_cell(config: Configuration, key: str) -> str:
+    value = config.param(key)
+    if key in IGNORED_BY_OBJECTIVE.get(config.param("method.objective"), ()):
+        return "(unused)"
+    try:
+        number = float(value)
+    except ValueError:
+        return value
+    return value if value.lstrip("-").isdigit() else text.number(number)

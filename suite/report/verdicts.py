@@ -169,8 +169,9 @@ def _recovery(claim: Claim, sides: dict[str, Configuration], read_history: rules
         outcome = stats.Outcome(0, outcome.test, outcome.statistic, outcome.p,
                                 f"fewer than {stats.MIN_SEEDS} seeds with a {key} history")
     share = f"{text.number(episodes.recovered / decided)} [{text.number(low)}, {text.number(high)}]" if decided else "n/a"
-    line = (f"{key} ({text.count(count)}) drops > {float(s['drop']):.0%} in {seeds} seeds of {config.label}: "
-            f"{episodes.recovered} recovered within {s['recover_epochs']} epochs, {episodes.not_recovered} did not, "
+    line = (f"{key} ({text.count(count)}) drops > {float(s['drop']):.0%} in {text.plural(seeds, 'seed')} of {config.label}: "
+            f"{episodes.recovered} recovered within {text.plural(int(s['recover_epochs']), 'epoch')}, "
+            f"{episodes.not_recovered} did not, "
             f"{episodes.censored} too close to the end; share recovered {share}, expected above {s['share']:g}; "
             f"{outcome_text(outcome)}")
     return [Check("primary", outcome.direction, line)]
