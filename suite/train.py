@@ -136,13 +136,38 @@ def _open_run(cfg, dataset, device, resume_state, uri, parent_run_id, tags) -> t
 def _load_resume_state(cfg: config.RunConfig, out_dir: Path, device: torch.device) -> dict[str, Any]:
     path = out_dir / CHECKPOINT_NAME
     if not path.is_file():
-        raise ResumeError(f"nothing to resume: no checkpoint at {path}; run without --resume to start")
+        raise ResumeError(f"nothing to resume: no checkpoint at {path}; run without --resume to start"
+                          + _nearest_checkpoint_text(cfg, out_dir))
     state = checkpoint.load(path, map_location=device)
     changes = config.diff(state["config"], config.flatten(cfg))
     if changes:
         raise ResumeError(f"resume rejected: the config differs from the checkpoint at {path}:\n  "
                           + "\n  ".join(changes) + "\nrun with the stored config, or use another train.out_dir")
     return state
+
+
+def _nearest_checkpoint_text(cfg: config.RunConfig, out_dir: Path) -> str:
+    """Describe the checkpoint of the same objective and seed whose config is closest to ``cfg``.
+
+    A default run name hashes the whole config, so a changed value names another folder and
+    ``--resume`` finds no checkpoint there. Naming the closest stored run and its differences
+    tells the user which value changed.
+    """
+    if cfg.train.run_name:
+        return ""
+    current = config.flatten(cfg)
+    found = []
+    for path in sorted(out_dir.parent.glob(f"{cfg.method.objective}-s{cfg.train.seed}-*/{CHECKPOINT_NAME}")):
+        try:
+            stored = checkpoint.load(path)["config"]
+        except (checkpoint.CheckpointError, KeyError, OSError):
+            continue
+        found.append((len(config.diff(stored, current)), str(path), config.diff(stored, current)))
+    if not found:
+        return ""
+    _, path, changes = min(found)
+    return (f". The config differs from that of the closest stored run, {path}:\n  " + "\n  ".join(changes)
+            + "\nset those values back to resume it, or run without --resume to start a new run")
 
 
 def _make_evaluator(cfg, dataset, device):

@@ -115,6 +115,19 @@ def test_resume_with_changed_config_refused(store):
     assert "method.z_penalty: 0.01 -> 0.5" in str(caught.value)
 
 
+def test_resume_with_changed_default_name_names_the_change(store):
+    """A default run name hashes the config, so the changed run has no checkpoint of its own."""
+    cfg = _cfg("epochs=1")
+    first = train.train(cfg, tracking_uri=store, progress=False)
+    changed = config.apply(cfg, {"method.z_penalty": 0.5})
+    with pytest.raises(train.ResumeError) as caught:
+        train.train(changed, resume=True, tracking_uri=store, progress=False)
+    message = str(caught.value)
+    assert f"closest stored run, {first.out_dir / train.CHECKPOINT_NAME}" in message
+    assert "method.z_penalty: 0.01 -> 0.5" in message
+    assert message.count(" -> ") == 1  # the only changed value
+
+
 def test_resume_without_checkpoint_refused(store):
     with pytest.raises(train.ResumeError, match="no checkpoint"):
         train.train(_cfg("epochs=1"), resume=True, tracking_uri=store, progress=False)
