@@ -180,11 +180,12 @@ class Runner:
     def _close_orphaned_runs(self) -> None:
         """Mark KILLED the MLflow runs, trial and parent, that a dead worker left RUNNING.
 
-        A failed trial's run is still RUNNING when its worker was killed (SIGKILL, power loss),
-        because nothing ended it; so is the parent run of that worker's study invocation. A
-        retry that resumes the trial's run reopens it, so only runs of no RUNNING trial are
-        closed. A worker killed between two trials leaves no stale trial behind, so its parent
-        run stays RUNNING.
+        When a worker is killed (SIGKILL, power loss), nothing ends its trial's run or the parent
+        run of its study invocation. A retry that resumes the trial's run reopens it, so only
+        runs of no RUNNING trial are closed.
+
+        NOTE: a worker killed between two trials leaves no stale trial behind, so its parent run
+        stays RUNNING.
         """
         trials = self.study.get_trials(deepcopy=False)
         busy = {t.user_attrs.get("mlflow_run_id") for t in trials if t.state == TrialState.RUNNING}
@@ -201,14 +202,14 @@ class Runner:
                 self._close(parent, f"the study invocation of MLflow parent run {parent} stopped without ending it",
                             {"stopped": "the worker died (no heartbeat); found by a later invocation"})
 
-    def _close(self, run_id: str, what: str, tags: dict[str, str]) -> None:
+    def _close(self, run_id: str, description: str, tags: dict[str, str]) -> None:
         """End ``run_id`` as KILLED with ``tags`` if it is still RUNNING; each run is read once."""
         if run_id in self.closed_runs:
             return
         self.closed_runs.add(run_id)
         uri = self.objective.runner.tracking_uri
         if tracking.read_run(run_id, uri)["status"] == "RUNNING":
-            log.info("%s; marked KILLED", what)
+            log.info("%s; marked KILLED", description)
             tracking.set_run_tags(run_id, tags, uri)
             tracking.end_run(run_id, tracking.KILLED, uri)
 
