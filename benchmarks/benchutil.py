@@ -1,7 +1,7 @@
 """Helpers that the benchmark scripts share: device setup, peak memory, FLOP counts, study budgets, JSON.
 
-The scripts in this folder import it as a sibling module (``python benchmarks/NAME.py`` puts this
-folder on ``sys.path``); it is not part of the ``suite`` package and no test imports it.
+The scripts in this folder import it as a sibling module, because ``python benchmarks/NAME.py``
+puts this folder on ``sys.path``. It is not part of the ``suite`` package, and no test imports it.
 """
 
 from __future__ import annotations
