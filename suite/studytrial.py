@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 
 OUTPUT_ROOT = Path("outputs") / "studies"  # relative to the working folder
 
+STOP_TAGS = ["failure_reason", "failure", "trial_state", "stopped"]  # set when a run stops early
 PruneCheck = Callable[[int, float], str | None]  # (epoch, first objective's value) -> stop reason
 
 
@@ -110,7 +111,12 @@ class TrialRunner:
         known = {"run_id": resume_run}
         if resume_run is not None:
             on_run_id(resume_run)
-            tracking.set_run_tags(resume_run, {**tags, "retry_of": request.retry_of}, self.tracking_uri)
+            # The run continues in this invocation: it moves under this parent run, and the marks
+            # of the stop (failure reason, trial state) go, so a finished retry reads as finished.
+            old_parent = tracking.read_run(resume_run, self.tracking_uri)["tags"].get(tracking.PARENT_TAG, "")
+            tracking.delete_run_tags(resume_run, STOP_TAGS, self.tracking_uri)
+            tracking.set_run_tags(resume_run, {**tags, "retry_of": request.retry_of, "resumed_from_parent": old_parent,
+                                               tracking.PARENT_TAG: self.parent_run_id}, self.tracking_uri)
 
         def run_id() -> str | None:
             if known["run_id"] is None:

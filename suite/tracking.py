@@ -326,6 +326,15 @@ def set_run_tags(run_id: str, tags: dict[str, Any], uri: str | None = None) -> N
     Run(MlflowClient(tracking_uri(uri)), run_id).set_tags(tags)
 
 
+def delete_run_tags(run_id: str, keys: list[str], uri: str | None = None) -> None:
+    """Delete the tags in ``keys`` that the run has; the others are skipped."""
+    client = MlflowClient(tracking_uri(uri))
+    present = client.get_run(run_id).data.tags
+    for key in keys:
+        if key in present:
+            client.delete_tag(run_id, key)
+
+
 def end_run(run_id: str, status: str = FINISHED, uri: str | None = None) -> None:
     """Mark an existing run FINISHED, FAILED or KILLED."""
     Run(MlflowClient(tracking_uri(uri)), run_id).end(status)

@@ -21,7 +21,9 @@ import torch
 
 from servers import free_port
 from suite import checkpoint, study, studycli, studyfile, tracking
+from suite.report import document as report_document
 from suite.report import runs as report_runs
+from suite.report import study_info as report_info
 
 REPO = Path(__file__).resolve().parent.parent
 TWO_EPOCHS = [('seeds = 1\n', 'seeds = 1\n"train.epochs" = 2\n'),
@@ -47,10 +49,10 @@ def _stores(folder: Path) -> tuple[str, str]:
     return f"sqlite:///{folder / 'optuna.db'}", f"sqlite:///{folder / 'mlflow.db'}"
 
 
-def _worker(folder: Path, cache: Path, name: str, log_name: str) -> subprocess.Popen:
+def _worker(folder: Path, cache: Path, name: str, log_name: str, grace: int = 2) -> subprocess.Popen:
     storage, uri = _stores(folder)
     env = {**os.environ, "AEGAN_SUITE_CACHE": str(cache), "AEGAN_SUITE_HEARTBEAT_S": "1",
-           "AEGAN_SUITE_GRACE_PERIOD_S": "2", "PYTHONUNBUFFERED": "1"}
+           "AEGAN_SUITE_GRACE_PERIOD_S": str(grace), "PYTHONUNBUFFERED": "1"}
     command = [sys.executable, "-m", "suite.study", name, "--budget", "smoke", "--storage", storage,
                "--tracking-uri", uri, "--no-progress", "--no-report", "--threads", "1"]
     with open(folder / log_name, "wb") as log_file:
@@ -93,9 +95,11 @@ def test_killed_worker_trial_resumes(tmp_path, cache):
     assert list(before["state"]) == ["COMPLETE", "RUNNING"]
     assert tracking.read_run(dead_run, uri)["status"] == "RUNNING"
 
-    time.sleep(2.5)  # the dead trial's heartbeat is now older than the 2 s grace period
-    code, output = _finish(_worker(tmp_path, cache, name, "second.log"), tmp_path, "second.log")
+    # Rerun at once with a 20 s grace period: the dead trial still looks alive, so the rerun waits
+    # for it instead of confirming without it, and retries it once its heartbeat is 20 s old.
+    code, output = _finish(_worker(tmp_path, cache, name, "second.log", grace=20), tmp_path, "second.log")
     assert code == 0, output[-3000:]
+    assert "waiting for search trials [1]" in output
     assert f"MLflow run {dead_run}; marked KILLED" in output
 
     frame = study.trials_frame(name, storage)
@@ -112,6 +116,8 @@ def test_killed_worker_trial_resumes(tmp_path, cache):
     resumed = tracking.read_run(dead_run, uri)
     assert resumed["status"] == "FINISHED"
     assert resumed["tags"]["trial_number"] == "2"
+    assert resumed["tags"]["retry_of"] == "1"
+    assert "failure_reason" not in resumed["tags"]  # the mark of the kill went with the retry
     # Epoch 2 may have been logged before the kill and again after the resume. The resume
     # repeats it bit for bit, so each step has one value.
     history = tracking.metric_history(dead_run, "loss_D_real", uri)
@@ -130,6 +136,10 @@ def test_killed_worker_trial_resumes(tmp_path, cache):
     assert tracking.read_run(first_parent, uri)["status"] == "KILLED"
     assert tracking.read_run(second_parent, uri)["status"] == "FINISHED"
     assert f"MLflow parent run {first_parent} stopped without ending it; marked KILLED" in output
+    assert resumed["tags"][tracking.PARENT_TAG] == second_parent
+    assert resumed["tags"]["resumed_from_parent"] == first_parent
+    header = report_document.header(loaded, report_info.StudyInfo())
+    assert f"`{dead_run}`: trial 2 continued trial 1 after its worker stopped" in "\n".join(header)
 
 
 @pytest.mark.slow

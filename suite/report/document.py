@@ -79,6 +79,13 @@ def header(runs: StudyRuns, info: StudyInfo, now: datetime.datetime | None = Non
                               + (", ".join(f"`{p['run_id']}`" for p in parents) or "none") + ")"],
         ["trial runs", "; ".join(counts)],
     ]
+    if "tags.retry_of" in frame:
+        retried = frame[frame["tags.retry_of"].notna() & (frame["tags.retry_of"] != "")]
+        if len(retried):
+            rows.append(["retried runs", "; ".join(
+                f"`{run_id}`: trial {_int_text(number)} continued trial {retry_of} after its worker stopped"
+                for run_id, number, retry_of in zip(retried["run_id"], retried["trial_number"],
+                                                    retried["tags.retry_of"]))])
 
     lines = [f"# Study report: {runs.name}", "", f"{DATE_PREFIX}{stamp}", ""]
     lines += text.table(["", ""], rows)

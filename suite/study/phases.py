@@ -18,6 +18,7 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from suite import tracking
+from suite.study import storage as storage_module
 from suite.study.storage import (CONFIRM, DONE_STATES, MAX_RETRIES, _phase, once, open_storage, open_study,
                                  warn_concurrent_sqlite)
 from suite.studyfile import BEST, SEARCH, StudySpec
@@ -26,6 +27,7 @@ from suite.studytrial import TrialFailed, TrialRequest, TrialRunner
 
 log = logging.getLogger(__name__)
 
+WAIT_POLL_S = 2.0  # how often a worker that waits for other workers' search trials looks again
 SOURCE_TRIAL = "source_trial"  # user attribute of a "best" confirmation trial: the search trial it confirms
 
 
@@ -226,9 +228,36 @@ class Runner:
                          self.spec.name, timeout, finished, n_trials)
                 break
             self._step()
-        if pending := search_counts(self.study)[1]:
-            log.warning("%s: %d search trials are still running in other workers (or died and await a retry); "
-                        "the confirmation starts without them", self.spec.name, pending)
+        self._await_running_search()
+
+    def _await_running_search(self) -> None:
+        """Wait for the search trials that other workers, or a worker that died, still hold.
+
+        A live worker finishes its trial. A dead worker's trial turns stale after GRACE_PERIOD_S
+        without a heartbeat and is retried here. The best configuration is thus chosen from the
+        whole search. The journal storage has no heartbeat, so there the confirmation starts
+        without the running trials.
+        """
+        announced = False
+        while True:
+            self._prepare()
+            trials = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING))
+            if any(_phase(t) == SEARCH and t.state == TrialState.WAITING for t in trials):
+                self._step()  # a retry of a dead worker's trial
+                continue
+            running = [t.number for t in trials if _phase(t) == SEARCH and t.state == TrialState.RUNNING]
+            if not running:
+                return
+            if self.storage.startswith("journal:"):
+                log.warning("%s: search trials %s are still running in other workers; the journal storage has no "
+                            "heartbeat, so the confirmation starts without them", self.spec.name, running)
+                return
+            if not announced:
+                log.info("%s: waiting for search trials %s, held by other workers or by a worker that died; a dead "
+                         "worker's trial is retried here after %d s without a heartbeat", self.spec.name, running,
+                         storage_module.GRACE_PERIOD_S)
+                announced = True
+            time.sleep(WAIT_POLL_S)
 
     def _confirm(self) -> None:
         with once(self.study, open_storage(self.storage), f"confirm-{self.budget.name}") as owner:
