@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dry-run", action="store_true", help="print the planned trials and an estimate of their "
                         "cost; run nothing")
     parser.add_argument("--no-report", action="store_true", help="do not write reports/NAME.md at the end")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bars (hidden anyway when stderr is not a terminal)")
     return parser
 
 
@@ -144,6 +144,7 @@ def _run(specs: list[StudySpec], args: argparse.Namespace, storage: str) -> int:
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     from suite import study
+    from suite.metrics.modes import SampleCountError
 
     study.route_optuna_logging()
     if args.threads:
@@ -162,13 +163,13 @@ def _run(specs: list[StudySpec], args: argparse.Namespace, storage: str) -> int:
                 log.info("study %s (budget %s, data %s): %s", spec.name, args.budget, spec.data_sources[0],
                          spec.description)
                 study.run_study(spec, args.budget, storage, args.tracking_uri, args.device, args.n_trials,
-                                args.timeout, progress=not args.no_progress)
+                                args.timeout, progress=not args.no_progress and sys.stderr.isatty())
                 if not args.no_report:
                     write_report(spec.name, args.tracking_uri, storage)
     except KeyboardInterrupt:
         log.error("interrupted; rerun the same command to resume the study")
         return 130
-    except (StudyError, config.ConfigError) as error:
+    except (StudyError, config.ConfigError, SampleCountError) as error:
         log.error("%s", error)
         return 2
     except (data.DataUnavailableError, checkpoint.CheckpointError) as error:

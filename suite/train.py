@@ -21,6 +21,7 @@ import json
 import logging
 import math
 import signal
+import sys
 import time
 
 from collections.abc import Callable
@@ -34,7 +35,7 @@ from tqdm.auto import tqdm
 from suite import checkpoint, config, data, imaging, tracking
 from suite.loop import STOP, Diverged, Loop, run_epoch
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("suite.train")  # the same name when run as ``python -m suite.train``
 
 CHECKPOINT_NAME = "checkpoint.pt"
 STOPPED = "stopped"
@@ -331,8 +332,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume", action="store_true", help="continue from this run's last checkpoint")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLflow's, sqlite:///mlflow.db here)")
     parser.add_argument("--inception-weights", metavar="PATH", help="local inception-v3-compat weights file")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar (hidden anyway when stderr is not a terminal)")
     args = parser.parse_args(argv)
+    from suite.metrics.modes import SampleCountError
+
     stop_on_sigterm()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -342,10 +345,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = config.load(args.config, overrides)
         tracking.check_reachable(args.tracking_uri)
-        result = train(cfg, resume=args.resume, tracking_uri=args.tracking_uri, progress=not args.no_progress)
-    except (config.ConfigError, ResumeError, checkpoint.CheckpointError, data.DataUnavailableError, RuntimeError) as error:
+        result = train(cfg, resume=args.resume, tracking_uri=args.tracking_uri, progress=not args.no_progress and sys.stderr.isatty())
+    except (config.ConfigError, SampleCountError) as error:
         log.error("%s", error)
-        return 2 if isinstance(error, config.ConfigError) else 1
+        return 2
+    except (ResumeError, checkpoint.CheckpointError, data.DataUnavailableError, RuntimeError) as error:
+        log.error("%s", error)
+        return 1
     except KeyboardInterrupt:
         log.warning("interrupted; the last epoch's checkpoint is kept, continue with the same command and --resume")
         return 130

@@ -213,7 +213,7 @@ def test_data_smaller_than_sample_count_rejected_before_classifier(mnist, tmp_pa
     monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path))
     small = dataclasses.replace(mnist, train=mnist.train[:60], train_labels=mnist.train_labels[:60])
     with pytest.raises(ValueError, match=r"needs at least 65 real samples, got 60; the training split has only 60 "
-                                         r"images: use more data \(data.limit, data.holdout\)"):
+                                         r"images: use more data \(raise data.limit or lower data.holdout\)"):
         Evaluator(_cfg("eval.num_samples=500"), small, CPU).prepare()
     assert list(tmp_path.iterdir()) == []
 

@@ -136,9 +136,13 @@ class Evaluator:
 
     def _prepare_images(self) -> dict[str, str]:
         tags = {keys.TAG_EXTRACTOR: self.extractor}
-        # The count rules need only the extractor's widths, so a too-small split or sample count
-        # fails here, before the domain classifier trains or the Inception weights load.
-        shape = domain.shape_spec(self.dataset) if self.extractor == "domain" else inception.shape_spec()
+        # Missing Inception weights fail first (the file is only looked up). The count rules need
+        # only the extractor's widths, so a too-small split or sample count fails next, before the
+        # domain classifier trains.
+        if self.extractor == "domain":
+            shape = domain.shape_spec(self.dataset)
+        else:
+            shape = self.spec = inception.resolve(self.e.inception_weights, self.e.inception_download)
         self._check_image_counts(shape, labelled=domain.is_labelled(self.dataset))
         if self.extractor == "domain" or domain.is_labelled(self.dataset):
             trained, self.domain_spec = domain.obtain(self.dataset, self.e.classifier_epochs, self.device)
@@ -150,8 +154,6 @@ class Evaluator:
             tags[keys.TAG_DOMAIN_ACC] = f"{trained.accuracy:.4f}"
         if self.extractor == "domain":
             self.spec = self.domain_spec
-        else:
-            self.spec = inception.resolve(self.e.inception_weights, self.e.inception_download)
         self._warm_real_statistics()
         return tags
 
@@ -169,7 +171,7 @@ class Evaluator:
     def _check_image_counts(self, spec: fidelity.ExtractorSpec, labelled: bool) -> None:
         e = self.e
         train_side = (f"the training split has only {len(self.dataset.train)} images: use more data "
-                      "(data.limit, data.holdout) or lower the generated count")
+                      "(raise data.limit or lower data.holdout)")
         fidelity.check_counts(spec, self.settings, measure.PRIOR_METRICS, e.num_samples, len(self.real_prior),
                               "eval.num_samples", train_side)
         fidelity.check_fid_counts(spec, e.radius_samples, len(self.real_prior), "eval.radius_samples",

@@ -35,6 +35,7 @@ from torch.utils.data import Dataset as TorchDataset
 from torch_fidelity.defaults import DEFAULTS
 
 from suite import imaging
+from suite.metrics.modes import SampleCountError
 
 # NOTE: a judgement call, not a published threshold: below 100 samples per subset the spread of
 # KID over subsets is of the order of the differences between models worth telling apart.
@@ -115,7 +116,7 @@ def _require(metric: str, count: int, minimum: int, what: str, setting: str) -> 
     """Raise ValueError when ``count < minimum``; ``setting`` is the setting to raise, or a whole fix."""
     if count < minimum:
         fix = setting if " " in setting else f"raise {setting}"
-        raise ValueError(
+        raise SampleCountError(
             f"{metric} needs at least {minimum} {what} samples, got {count}; {fix} "
             f"(rules in suite.metrics.fidelity)"
         )

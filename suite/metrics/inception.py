@@ -112,7 +112,3 @@ def resolve(weights: str, allow_download: bool) -> ExtractorSpec:
     return ExtractorSpec(NAME, FEATURE_LAYER, LOGITS_LAYER, FEATURE_DIM, NUM_CLASSES, str(path),
                          cache_id=f"inception-{digest[:12]}")
 
-
-def shape_spec() -> ExtractorSpec:
-    """Describe the Inception extractor without its weights: enough for the count rules."""
-    return ExtractorSpec(NAME, FEATURE_LAYER, LOGITS_LAYER, FEATURE_DIM, NUM_CLASSES, weights_path="", cache_id="")

@@ -60,10 +60,14 @@ def min_count(count: int, num_modes: int, min_share: float) -> int:
     return max(1, math.ceil(min_share * count / num_modes))
 
 
+class SampleCountError(ValueError):
+    """A sample count or data split below what a metric needs; the message names the setting to change."""
+
+
 def check_count(count: int, num_modes: int, setting: str) -> None:
-    """Raise ValueError when ``count`` samples cannot reach all ``num_modes`` modes."""
+    """Raise SampleCountError when ``count`` samples cannot reach all ``num_modes`` modes."""
     if count < num_modes:
-        raise ValueError(f"mode coverage over {num_modes} modes needs at least {num_modes} samples, got "
+        raise SampleCountError(f"mode coverage over {num_modes} modes needs at least {num_modes} samples, got "
                          f"{count}; raise {setting}")
 
 

@@ -34,6 +34,11 @@ def main(argv: list[str] | None = None) -> int:
     if storage is None and DEFAULT_STORAGE_FILE.is_file():
         storage = f"sqlite:///{DEFAULT_STORAGE_FILE}"
     try:
+        tracking.check_reachable(args.tracking_uri)
+    except RuntimeError as error:
+        log.error("%s", error)
+        return 1
+    try:
         path = write_report(args.name, args.tracking_uri, storage, args.out_dir, budget=args.budget)
     except (ValueError, tracking.ExperimentNotFound, claims.ClaimsError) as error:
         log.error("%s", error)

@@ -89,8 +89,12 @@ def header(runs: StudyRuns, info: StudyInfo, now: datetime.datetime | None = Non
 
     lines = [f"# Study report: {runs.name}", "", f"{DATE_PREFIX}{stamp}", ""]
     lines += text.table(["", ""], rows)
+    if runs.budget == "smoke":
+        lines += ["", "**Smoke budget:** tiny nets, one epoch and a few hundred images. This report checks that the "
+                      "pipeline runs end to end; its numbers and verdicts say nothing about the method. Run the "
+                      "quick or full budget for those."]
     weak = _weakest_classifier(frame)
-    if weak is not None and weak < CLASSIFIER_WARNING:
+    if weak is not None and weak < CLASSIFIER_WARNING and runs.budget != "smoke":
         lines += ["", f"**Warning:** the domain classifier behind the domain features, modes and IS reaches only "
                       f"{weak:.1%} held-out accuracy (below {CLASSIFIER_WARNING:.0%}), so those metrics say little "
                       "here. Raise eval.classifier_epochs (the default 12 reaches about 97% on mnist5k)."]

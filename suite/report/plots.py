@@ -81,6 +81,12 @@ def _draw(ax, panel: Panel) -> None:
     ax.set_xlabel(panel.xlabel, fontsize=8)
     ax.set_ylabel(panel.ylabel, fontsize=8)
     ax.tick_params(labelsize=7)
+    # Plain tick values: an offset such as "1e-6 + 0.1124" hides them. Only linear axes take it.
+    for axis in ("x", "y"):
+        try:
+            ax.ticklabel_format(axis=axis, useOffset=False)
+        except AttributeError:
+            pass
     ax.grid(True, alpha=0.3)
     if labels and (len(labels) > 1 or panel.bands):
         ax.legend(fontsize=6)
