@@ -1,5 +1,6 @@
 """The Evaluator end to end on mnist5k, ring8 and stacked-mnist with untrained and hand-built nets."""
 
+import copy
 import dataclasses
 import hashlib
 import math
@@ -138,6 +139,28 @@ def test_same_networks_same_numbers(evaluated, from_train_mode):
     again = from_train_mode[-1].metrics
     for key in ("fid_domain", "kid_mean_domain", keys.MODES, keys.radius_key(0.5, "fid_domain"), keys.RECON_ERROR):
         assert again[key] == evaluated.metrics[key], key
+
+
+def test_d_accuracy_uses_batch_statistics():
+    """D judges with each batch's own statistics, as in training, whatever its running statistics say."""
+    torch.manual_seed(0)
+    D = nn.Sequential(nn.Linear(2, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 1))
+    D[1].running_mean.fill_(50.0)  # running statistics far from any batch: eval mode would judge differently
+    D.eval()
+    x = torch.randn(64, 2)
+    buffers = {name: b.clone() for name, b in D.named_buffers()}
+
+    accuracy, judged = diagnostics.d_accuracy(D, x, True, pac=1, batch_size=32, device=CPU)
+
+    reference = copy.deepcopy(D).train()
+    with torch.no_grad():
+        expected = torch.cat([reference(chunk).flatten() for chunk in x.split(32)]) > 0
+    with torch.no_grad():
+        in_eval_mode = (D(x).flatten() > 0).double().mean().item()
+    assert (accuracy, judged) == (expected.double().mean().item(), 64)
+    assert accuracy != in_eval_mode  # the case the running statistics get wrong
+    assert not D.training
+    assert all(torch.equal(b, buffers[name]) for name, b in D.named_buffers())
 
 
 def test_dcgan_skips_encoder_keeps_sweep(mnist):

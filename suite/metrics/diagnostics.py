@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import nn
@@ -34,19 +35,42 @@ def mean_squared_error(x_rec: torch.Tensor, x: torch.Tensor) -> float:
     return float((x_rec.double() - x.double()).pow(2).mean())
 
 
+@contextlib.contextmanager
+def batch_statistics(module: nn.Module) -> Iterator[None]:
+    """Run ``module`` with batch-norm batch statistics, as in training, and leave its buffers as they were.
+
+    D is trained on batches of one kind each (real, generated or reconstructed), normalised by
+    that batch's own statistics. Its running statistics average over all kinds, so in eval mode
+    D judges with statistics it never trained with: a trained D then called 6 to 13% of held-out
+    digits real, against 99.8 to 100% with batch statistics (measured on mnist5k).
+    """
+    training = module.training
+    saved = {name: buffer.clone() for name, buffer in module.named_buffers()}
+    module.train(True)
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for name, buffer in module.named_buffers():
+                buffer.copy_(saved[name])
+        module.train(training)
+
+
 @torch.no_grad()
 def d_accuracy(D: nn.Module, x: torch.Tensor, real: bool, pac: int, batch_size: int,
                device: torch.device) -> tuple[float, int]:
     """Return D's accuracy on ``x`` and the number of samples it judged.
 
-    D judges groups of ``pac`` consecutive samples stacked on the channel axis, as in training; a
-    logit above 0 means "real". Samples beyond the last whole group are left out.
+    D judges groups of ``pac`` consecutive samples stacked on the channel axis, with batch
+    statistics as in training (``batch_statistics``); a logit above 0 means "real". Samples
+    beyond the last whole group are left out.
     """
     usable = len(x) - len(x) % pac
     if usable == 0:
         raise ValueError(f"D's accuracy needs at least pac={pac} samples, got {len(x)}")
     step = max(pac, batch_size - batch_size % pac)
-    logits = batched(lambda chunk: D(pack(chunk, pac)).float(), x[:usable], step, device)
+    with batch_statistics(D):
+        logits = batched(lambda chunk: D(pack(chunk, pac)).float(), x[:usable], step, device)
     correct = logits > 0 if real else logits < 0
     return float(correct.double().mean()), usable
 

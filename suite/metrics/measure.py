@@ -38,7 +38,8 @@ def decode(ev: Evaluator, G: torch.nn.Module, z: torch.Tensor,
         samples.append(x.cpu() if ev.points else imaging.to_uint8(x).cpu())
         usable = len(x) - len(x) % pac
         if D is not None and usable:
-            logits.append(D(pack(x[:usable], pac)).float().cpu())
+            with diagnostics.batch_statistics(D):  # D judges with batch statistics, as in training
+                logits.append(D(pack(x[:usable], pac)).float().cpu())
     return torch.cat(samples), (torch.cat(logits) if D is not None else None)
 
 
