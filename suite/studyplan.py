@@ -97,7 +97,8 @@ def describe(spec: StudySpec, budget_name: str, n_trials: int | None, timeout: f
     lines += [f"    {key} {param.type} {param.describe()}" for key, param in spec.space.items()]
     seeds = list(range(spec.confirm_seed_start, spec.confirm_seed_start + budget.seeds))
     variants = list(spec.confirm_variants)
-    lines.append(f"  confirmation: {len(variants)} variants x {len(seeds)} seeds = {len(variants) * len(seeds)} runs "
+    lines.append(f"  confirmation: {_plural(len(variants), 'variant')} x {_plural(len(seeds), 'seed')} = "
+                 f"{_plural(len(variants) * len(seeds), 'run')} "
                  f"(seeds {seeds[0]}..{seeds[-1]})")
     plan = [("search", _config(spec, budget, _typical(spec), device), trials)]
     for variant in variants:
@@ -121,9 +122,11 @@ def _cost_lines(plan: list[tuple[str, config.RunConfig, int]]) -> list[str]:
     total_seconds = 0.0
     for label, cfg, count in plan:
         cost = run_cost(cfg)
-        lines.append(f"    {label:<12} x{count:<3} {cfg.method.objective}, {cost.epochs} epochs = {cost.steps} steps "
-                     f"(batch {cfg.train.batch_size}), {cost.evaluations} evaluations of {cost.generated // max(1, cost.evaluations)} "
-                     f"samples, about {cost.cpu_seconds:.0f} s on a 2-core CPU")
+        per_evaluation = cost.generated // max(1, cost.evaluations)
+        lines.append(f"    {label:<12} x{count:<3} {cfg.method.objective}, {_plural(cost.epochs, 'epoch')} = "
+                     f"{_plural(cost.steps, 'step')} (batch {cfg.train.batch_size}), "
+                     f"{_plural(cost.evaluations, 'evaluation')} of {per_evaluation} generated samples (prior and "
+                     f"radius sweep), about {cost.cpu_seconds:.0f} s on a 2-core CPU")
         total_runs += count
         total_steps += count * cost.steps
         total_seconds += count * cost.cpu_seconds
@@ -132,3 +135,7 @@ def _cost_lines(plan: list[tuple[str, config.RunConfig, int]]) -> list[str]:
                  "2-core CPU (at most; pruned trials stop early), plus the domain classifier's one-time training "
                  "per data set when it is not cached. Estimate only; GPU time is not estimated.")
     return lines
+
+
+def _plural(number: int, noun: str) -> str:
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"

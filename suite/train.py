@@ -355,8 +355,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         log.warning("interrupted; the last epoch's checkpoint is kept, continue with the same command and --resume")
         return 130
-    log.info("run %s %s after %d epochs in %.0f s; see it with: mlflow ui%s", result.run_id, result.status,
-             result.epochs, result.seconds, f" --backend-store-uri {args.tracking_uri}" if args.tracking_uri else "")
+    epochs = f"{result.epochs} epoch" + ("" if result.epochs == 1 else "s")
+    log.info("run %s %s after %s in %.0f s; see it with: mlflow ui%s", result.run_id, result.status, epochs,
+             result.seconds, f" --backend-store-uri {args.tracking_uri}" if args.tracking_uri else "")
     return 0
 
 

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from suite import tracking
-from suite.report import artifacts, claims, document, figures, runs, study_info, tables, verdicts
+from suite.report import artifacts, claims, document, figures, runs, study_info, tables, text, verdicts
 from suite.report.runs import Configuration, StudyRuns
 from suite.report.study_info import StudyApi, StudyInfo
 
@@ -173,7 +173,7 @@ def write_report(name: str, tracking_uri: str | None = None, storage: str | None
     partial = path.with_suffix(".md.partial")
     partial.write_text("\n".join(lines).rstrip("\n") + "\n")
     os.replace(partial, path)
-    log.info("wrote %s (%d trial runs, %d verdicts)", path, len(study.frame), len(found))
+    log.info("wrote %s (%s, %s)", path, text.plural(len(study.frame), "trial run"), text.plural(len(found), "verdict"))
     return path
 
 

@@ -49,6 +49,11 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ExperimentalWarning)  # heartbeats are experimental since Optuna 2.9
         retry = RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)
+        return _open_rdb(url, retry)
+
+
+def _open_rdb(url: str, retry: RetryHeartbeatStaleTrialCallback) -> RDBStorage:
+    """Open the RDB storage with heartbeats, retrying while other workers create its tables."""
     for attempt in range(1, SCHEMA_ATTEMPTS):
         try:
             return RDBStorage(url, heartbeat_interval=HEARTBEAT_INTERVAL_S, grace_period=GRACE_PERIOD_S,
