@@ -90,7 +90,7 @@ def header(runs: StudyRuns, info: StudyInfo, now: datetime.datetime | None = Non
     lines = [f"# Study report: {runs.name}", "", f"{DATE_PREFIX}{stamp}", ""]
     lines += text.table(["", ""], rows)
     if runs.budget == "smoke":
-        lines += ["", "**Smoke budget:** tiny nets, one epoch and a few hundred images. This report checks that the "
+        lines += ["", "**Smoke budget:** tiny nets, a few hundred images and very short training. This report checks that the "
                       "pipeline runs end to end; its numbers and verdicts say nothing about the method. Run the "
                       "quick or full budget for those."]
     weak = _weakest_classifier(frame)
