@@ -119,11 +119,11 @@ def warn_concurrent_sqlite(study: optuna.Study, url: str) -> None:
     live = [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
             if t._trial_id not in stale]
     if live:
-        log.warning("%s: trials %s are running in another worker on the SQLite storage %s; for several workers "
-                    "use one PostgreSQL database: --storage postgresql+psycopg2://USER:PASSWORD@HOST:PORT/DATABASE "
-                    "(see 'Running on many machines' in README.md). If no other worker runs, their worker died "
-                    "less than %d s ago: wait that long and rerun, and they are retried from their checkpoints",
-                    study.study_name, live, url, GRACE_PERIOD_S)
+        log.warning("%s: trials %s are running in another worker on the SQLite storage %s, or their worker died "
+                    "less than %d s ago; this run waits for them and retries a dead worker's trials from their "
+                    "checkpoints. For several workers, use one PostgreSQL database: --storage "
+                    "postgresql+psycopg2://USER:PASSWORD@HOST:PORT/DATABASE (see 'Running on many machines' in "
+                    "README.md)", study.study_name, live, url, GRACE_PERIOD_S)
 
 
 def _storage_exists(url: str) -> bool:
