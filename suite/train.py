@@ -155,8 +155,8 @@ def _nearest_checkpoint_text(cfg: config.RunConfig, out_dir: Path) -> str:
     """Describe the checkpoint of the same objective and seed whose config is closest to ``cfg``.
 
     A default run name hashes the whole config, so a changed value names another folder and
-    ``--resume`` finds no checkpoint there. Naming the closest stored run and its differences
-    tells the user which value changed.
+    ``--resume`` finds no checkpoint there. The closest stored run and its differences show the
+    user which value changed.
     """
     if cfg.train.run_name:
         return ""
@@ -167,7 +167,8 @@ def _nearest_checkpoint_text(cfg: config.RunConfig, out_dir: Path) -> str:
             stored = checkpoint.load(path)["config"]
         except (checkpoint.CheckpointError, KeyError, OSError):
             continue
-        found.append((len(config.diff(stored, current)), str(path), config.diff(stored, current)))
+        changes = config.diff(stored, current)
+        found.append((len(changes), str(path), changes))
     if not found:
         return ""
     _, path, changes = min(found)
@@ -332,7 +333,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume", action="store_true", help="continue from this run's last checkpoint")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLflow's, sqlite:///mlflow.db here)")
     parser.add_argument("--inception-weights", metavar="PATH", help="local inception-v3-compat weights file")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar (hidden anyway when stderr is not a terminal)")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="hide the progress bar (hidden anyway when stderr is not a terminal)")
     args = parser.parse_args(argv)
     from suite.metrics.modes import SampleCountError
 
@@ -345,7 +347,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = config.load(args.config, overrides)
         tracking.check_reachable(args.tracking_uri)
-        result = train(cfg, resume=args.resume, tracking_uri=args.tracking_uri, progress=not args.no_progress and sys.stderr.isatty())
+        progress = not args.no_progress and sys.stderr.isatty()
+        result = train(cfg, resume=args.resume, tracking_uri=args.tracking_uri, progress=progress)
     except (config.ConfigError, SampleCountError) as error:
         log.error("%s", error)
         return 2

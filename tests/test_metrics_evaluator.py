@@ -142,7 +142,7 @@ def test_same_networks_same_numbers(evaluated, from_train_mode):
 
 
 def test_d_accuracy_uses_batch_statistics():
-    """D judges with each batch's own statistics, as in training, whatever its running statistics say."""
+    """D judges with each batch's own statistics, as in training, not with its running statistics."""
     torch.manual_seed(0)
     D = nn.Sequential(nn.Linear(2, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 1))
     D[1].running_mean.fill_(50.0)  # running statistics far from any batch: eval mode would judge differently

@@ -122,7 +122,7 @@ def _require(metric: str, count: int, minimum: int, what: str, setting: str) -> 
         )
 
 
-# How to get more real images when the caller does not say.
+# How to get more real images, for callers that name no setting of their own.
 REAL_SETTING = "use more real images (data.limit, data.holdout)"
 
 

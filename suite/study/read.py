@@ -1,4 +1,4 @@
-"""What the report reads from a stored study: one row per trial, importances and the Pareto front."""
+"""Study data for the report: one row per trial, parameter importances and the Pareto front."""
 
 from __future__ import annotations
 
